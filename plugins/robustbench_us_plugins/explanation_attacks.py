@@ -1,0 +1,1 @@
+"""Placeholder module: its owner fills in the plugin (registers nothing yet)."""

@@ -1,0 +1,43 @@
+"""Shared fixtures: where the real data lives, a tiny model, a registry with test plugins."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.fakes.tiny import TinyNet
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ENV = "ROBUSTBENCH_US_DATA"
+
+
+def shared_data_root() -> Path | None:
+    """``$ROBUSTBENCH_US_DATA`` or ``../shared/data`` beside the checkout, if it exists."""
+    candidate = Path(os.environ.get(DATA_ENV, REPO.parent / "shared" / "data"))
+    return candidate if candidate.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real-data root (BUSI, BUS-BRA); skips the test when it is absent."""
+    root = shared_data_root()
+    if root is None:
+        pytest.skip(f"real data not found: set {DATA_ENV} to a folder holding busi/ and busbra/ "
+                    f"(looked in {REPO.parent / 'shared' / 'data'})")
+    return root
+
+
+@pytest.fixture
+def tiny_model() -> TinyNet:
+    """A tiny CNN in eval mode, seeded."""
+    return TinyNet(input_size=32).eval()
+
+
+@pytest.fixture
+def tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Four seeded 32×32 images in [0, 1] and their labels."""
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(4, 3, 32, 32, generator=g), torch.tensor([0, 1, 0, 1])
