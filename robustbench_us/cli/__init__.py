@@ -1,0 +1,44 @@
+"""The ``robustbench-us`` command line: one module per subcommand, errors as one clean line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from robustbench_us.errors import RobustBenchError
+
+# Each module defines ``add_parser(subparsers)`` which sets ``func`` on its parser.
+COMMAND_MODULES = ("plugins_cmd", "list_cmd", "run_cmd", "leaderboard_cmd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="robustbench-us",
+        description="Benchmark whether invisible perturbations change breast-ultrasound diagnoses and heatmaps.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"robustbench_us.cli.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``robustbench-us`` and ``python -m robustbench_us``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except RobustBenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted.", file=sys.stderr)
+        return 130
