@@ -1,0 +1,42 @@
+"""``robustbench-us run <suite>``: run a suite, skipping finished cells, then write its leaderboard."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from robustbench_us.leaderboard import write_leaderboard
+from robustbench_us.plugins import default_registry
+from robustbench_us.runner import run_suite
+from robustbench_us.store import ResultStore
+from robustbench_us.suite import load_suite
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("run", help="run a benchmark suite",
+                                   description="Run every unfinished cell of a suite (a TOML file, or the name of a "
+                                               "shipped suite in benchmarks/suites/), then write its leaderboard.")
+    parser.add_argument("suite", help="path to a suite .toml, or a shipped suite name such as 'default'")
+    parser.add_argument("--results", default="results", help="results folder (default: ./results)")
+    parser.add_argument("--leaderboards", default="leaderboards", help="where tables go (default: ./leaderboards)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    registry = default_registry()
+    suite = load_suite(args.suite, registry=registry)
+    summary = run_suite(suite, args.results, registry=registry, progress=not args.no_progress)
+    # Read every record back, so the tables include cells finished by earlier runs.
+    records = ResultStore(args.results, suite.name).read_all()
+    paths = write_leaderboard(records, suite.name, args.leaderboards, notes=suite.notes)
+    out = sys.stdout
+    out.write(f"suite {suite.name}: {len(summary.written)} cells written, {summary.skipped} already finished, "
+              f"{len(summary.failed)} failed, {len(summary.invalid)} invalid\n")
+    out.write(f"records: {summary.results_dir / 'records'}\n")
+    for path in paths:
+        out.write(f"leaderboard: {path}\n")
+    if summary.failed:
+        out.write("failed cells (see the error in each record):\n" + "".join(f"  {c}\n" for c in summary.failed))
+        return 1
+    return 0

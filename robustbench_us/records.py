@@ -1,0 +1,122 @@
+"""Result records: one JSON file per finished cell, traceable and re-runnable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import subprocess
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from robustbench_us.errors import RecordError
+
+SCHEMA_VERSION = 1
+
+
+class Status(StrEnum):
+    """How a cell ended."""
+
+    OK = "ok"
+    FAILED = "failed"  # a plugin raised, hung or produced NaN
+    INVALID = "invalid"  # the attack broke the contract (budget, range, shape); kept off the leaderboard
+
+
+@dataclass(frozen=True)
+class Record:
+    """Everything about one finished cell: configuration, metrics, timing and provenance."""
+
+    suite: str
+    cell_id: str
+    status: Status
+    config: dict[str, Any]
+    metrics: dict[str, float | None]
+    timing: dict[str, float]
+    provenance: dict[str, Any]
+    error: str | None = None
+    figures: list[str] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with its integrity hash."""
+        data = asdict(self)
+        data["status"] = str(self.status)
+        data["metrics"] = {k: _finite_or_none(v) for k, v in self.metrics.items()}
+        data["integrity"] = integrity_hash(data)
+        return data
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def integrity_hash(data: dict[str, Any]) -> str:
+    """sha256 over the record's canonical JSON, without the hash itself."""
+    body = {k: v for k, v in data.items() if k != "integrity"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def check_record(data: Any, source: str) -> dict[str, Any]:
+    """Refuse a record of the wrong shape, of an unknown version, or edited after it was written."""
+    if not isinstance(data, dict):
+        raise RecordError(f"{source}: not a record (expected a JSON object).")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise RecordError(f"{source}: unknown record schema_version {version!r} (this version reads "
+                          f"{SCHEMA_VERSION}). Re-run the suite to regenerate it.")
+    missing = [k for k in ("suite", "cell_id", "status", "config", "metrics", "timing", "provenance", "integrity")
+               if k not in data]
+    if missing:
+        raise RecordError(f"{source}: missing fields {', '.join(missing)}. Re-run the suite to regenerate it.")
+    if data["integrity"] != integrity_hash(data):
+        raise RecordError(f"{source}: integrity hash does not match its contents — the record was edited "
+                          "after it was written. Delete it and re-run the suite; never edit numbers by hand.")
+    return data
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """Read and check one record file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordError(f"{path}: unreadable record ({exc}). Delete it and re-run the suite.") from None
+    return check_record(data, str(path))
+
+
+@cache
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def base_provenance() -> dict[str, Any]:
+    """Package versions, git commit and platform: the same for every cell of a run."""
+    return {
+        "package_version": _version("robustbench-us"),
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": _version("torch"),
+        "torchvision": _version("torchvision"),
+        "timm": _version("timm"),
+        "adversarial_robustness_toolbox": _version("adversarial-robustness-toolbox"),
+    }

@@ -1,0 +1,394 @@
+"""The runner: evaluate a suite's grid as DESIGN.md's "one run", one record per finished cell.
+
+For each dataset × model there is one clean pass (logits, masks, heatmaps per
+explainer); for each attack and ε the adversarial images are made once (once per
+explainer only when the attack targets the explanation), then every explainer is
+measured on them. Finished cells are skipped, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from robustbench_us.errors import ContractError, RobustBenchError, SuiteError
+from robustbench_us.plugins import Registry, default_registry
+from robustbench_us.protocols import Dataset
+from robustbench_us.records import Record, Status, base_provenance
+from robustbench_us.specs import AttackTarget, Kind
+from robustbench_us.store import ResultStore
+from robustbench_us.suite import AttackEntry, DatasetEntry, ExplainerEntry, ModelEntry, Suite
+
+logger = logging.getLogger(__name__)
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a plugin or cell name."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Short sha256 of a configuration's canonical JSON."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: dataset × model × explainer × attack × ε."""
+
+    dataset: DatasetEntry
+    model: ModelEntry
+    explainer: ExplainerEntry
+    attack: AttackEntry
+    eps: float
+    config: dict[str, Any]
+
+    @property
+    def cell_id(self) -> str:
+        head = (f"{self.dataset.name}__{self.model.key}__{self.explainer.name}__{self.attack.display}"
+                f"-{self.attack.region}__eps{self.eps * 255:.4g}")
+        return f"{slug(head)}-{config_hash(self.config)}"
+
+
+@dataclass
+class RunSummary:
+    """What a run did: counts and the records it wrote."""
+
+    suite: str
+    results_dir: Path
+    written: list[Path] = field(default_factory=list)
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RobustBenchError(f"device {name!r} was asked for but CUDA is not available. Use device = \"cpu\".")
+    return torch.device(name)
+
+
+def expand_cells(suite: Suite, registry: Registry) -> list[Cell]:
+    """Every cell of the grid, with the configuration that identifies it."""
+    cells = []
+    for d in suite.datasets:
+        for m in suite.models:
+            input_size = m.input_size or registry.get(Kind.MODEL, m.name).input_size
+            for e in suite.explainers:
+                for a in suite.attacks:
+                    eps_values = a.eps or (registry.get(Kind.ATTACK, a.name).eps,)
+                    for eps in eps_values:
+                        config = {
+                            "dataset": d.name, "dataset_options": d.options, "split_seed": d.split_seed,
+                            "part": d.part, "model": m.key, "model_name": m.name, "model_options": m.options,
+                            "checkpoint": m.checkpoint, "train": m.train, "image_size": input_size,
+                            "explainer": e.name, "explainer_options": e.options, "attack": a.display,
+                            "attack_name": a.name, "attack_options": a.options, "region": a.region,
+                            "eps": eps, "eps_grey": eps * 255.0, "n_images": suite.n_images, "seed": suite.seed,
+                        }
+                        cells.append(Cell(d, m, e, a, eps, config))
+    return cells
+
+
+def _batches(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def _batched(fn: Callable[[slice], torch.Tensor], n: int, size: int) -> torch.Tensor:
+    return torch.cat([fn(s) for s in _batches(n, size)])
+
+
+@dataclass
+class _Evaluation:
+    """Tensors of the chosen images and the clean pass over them."""
+
+    ids: list[str]
+    x: torch.Tensor
+    y: torch.Tensor
+    masks: torch.Tensor | None
+    logits: torch.Tensor
+    seg: torch.Tensor | None
+    maps: dict[str, torch.Tensor]
+    explainers: dict[str, Any]
+    seconds: float
+
+
+def select_indices(indices: Sequence[int], n_images: int, seed: int) -> list[int]:
+    """A seeded subset of ``n_images`` indices (all when ``n_images`` is 0), in index order."""
+    indices = list(indices)
+    if n_images and len(indices) > n_images:
+        rng = np.random.default_rng(seed)
+        indices = sorted(rng.choice(indices, size=n_images, replace=False).tolist())
+    return indices
+
+
+def load_images(dataset: Dataset, indices: Sequence[int]) -> tuple[list[str], torch.Tensor, torch.Tensor,
+                                                                    torch.Tensor | None]:
+    """Stack the chosen samples: ids, images, labels and masks (None when any is missing)."""
+    samples = [dataset[i] for i in indices]
+    if not samples:
+        raise RobustBenchError("the chosen split part holds no images; check the dataset and n_images.")
+    x = torch.stack([s.image for s in samples]).float()
+    y = torch.tensor([int(s.label) for s in samples], dtype=torch.long)
+    masks = None
+    if all(s.mask is not None for s in samples):
+        masks = torch.stack([torch.as_tensor(s.mask).bool() for s in samples])
+    return [s.id for s in samples], x, y, masks
+
+
+class SuiteRunner:
+    """Runs one suite into one results folder."""
+
+    def __init__(self, suite: Suite, results_dir: str | Path = "results", *, registry: Registry | None = None,
+                 progress: bool = True) -> None:
+        self.suite = suite
+        self.registry = registry or default_registry()
+        self.store = ResultStore(results_dir, suite.name)
+        self.progress = progress
+        self.device = resolve_device(suite.device)
+        self.provenance = base_provenance() | {"device": str(self.device)}
+
+    # ----------------------------------------------------------------- models
+    def prepare_model(self, entry: ModelEntry, dataset_entry: DatasetEntry, dataset: Dataset,
+                      input_size: int) -> tuple[nn.Module, dict[str, Any]]:
+        """Build the model, then load its checkpoint or train it (training is cached in the results folder)."""
+        from robustbench_us.checkpoints import load_checkpoint, save_checkpoint
+        from robustbench_us.training import TrainConfig, train_model
+
+        torch.manual_seed(self.suite.seed)
+        model = self.registry.create(Kind.MODEL, entry.name, input_size=input_size, **entry.options)
+        info: dict[str, Any] = {"model_init": getattr(model, "init", "scratch")}
+        if entry.checkpoint is not None:
+            card = load_checkpoint(model, entry.checkpoint, expected_sha256=entry.sha256)
+            info |= {"model_init": f"checkpoint:{entry.checkpoint}", "checkpoint_sha256": card.get("sha256")}
+        elif entry.train is not None:
+            settings = {"seed": self.suite.seed} | entry.train
+            try:
+                config = TrainConfig(**settings)
+            except TypeError as exc:
+                fields = ", ".join(TrainConfig.__dataclass_fields__)
+                raise SuiteError(f"{self.suite.path}: models[{entry.name}].train: {exc}. Allowed keys: {fields}.") \
+                    from None
+            key = {"dataset": dataset_entry.name, "options": dataset_entry.options, "split_seed":
+                   dataset_entry.split_seed, "manifest": dataset.manifest_hash(), "model": entry.name,
+                   "model_options": entry.options, "input_size": input_size, "train": settings}
+            path = self.store.root / "checkpoints" / f"{slug(dataset_entry.name)}__{slug(entry.key)}-{config_hash(key)}"
+            if Path(f"{path}.safetensors").is_file():
+                card = load_checkpoint(model, path)
+                logger.info("loaded cached checkpoint %s", path)
+            else:
+                split = dataset.split(dataset_entry.split_seed)
+                report = train_model(model, [(dataset, split)], config, device=self.device, progress=self.progress)
+                card = {"architecture": entry.name, "input_size": input_size, "dataset": dataset_entry.name,
+                        "dataset_manifest": dataset.manifest_hash(), "split_seed": dataset_entry.split_seed,
+                        "recipe": settings, "best_epoch": report.best_epoch, "val_metrics": report.val_metrics,
+                        "test_metrics": report.test_metrics, "init": info["model_init"]}
+                card["sha256"] = save_checkpoint(model, path, card)
+            info |= {"checkpoint_sha256": card.get("sha256"), "checkpoint": f"{path}.safetensors",
+                     "train_test_metrics": card.get("test_metrics")}
+        else:
+            raise SuiteError(f"{self.suite.path}: model {entry.name!r} has neither checkpoint nor train; an "
+                             "untrained model would make every number meaningless. Add checkpoint = \"...\" or "
+                             "a [models.train] table.")
+        return model.to(self.device).eval(), info
+
+    # ------------------------------------------------------------------ clean
+    def clean_pass(self, model: nn.Module, ids: list[str], x: torch.Tensor, y: torch.Tensor,
+                   masks: torch.Tensor | None) -> _Evaluation:
+        """Logits, masks and heatmaps of the clean images, once per dataset × model."""
+        start = time.perf_counter()
+        bs = self.suite.batch_size
+        x, y = x.to(self.device), y.to(self.device)
+        masks = masks.to(self.device) if masks is not None else None
+        with torch.no_grad():
+            logits = _batched(lambda s: model(x[s]), len(x), bs)
+            seg = _batched(lambda s: model.segment(x[s]), len(x), bs) if getattr(model, "has_segmentation",
+                                                                                 False) else None
+        pred = logits.argmax(1)
+        explainers, maps = {}, {}
+        for entry in self.suite.explainers:
+            explainer = self.registry.create(Kind.EXPLAINER, entry.name, **entry.options)
+            explainers[entry.name] = explainer
+            maps[entry.name] = _batched(lambda s: explainer.explain(model, x[s], pred[s]), len(x), bs)
+        return _Evaluation(ids, x, y, masks, logits, seg, maps, explainers, time.perf_counter() - start)
+
+    # ----------------------------------------------------------------- attack
+    def _region(self, attack: AttackEntry, masks: torch.Tensor | None) -> torch.Tensor | None:
+        if attack.region == "all":
+            return None
+        if masks is None:
+            raise RobustBenchError(f"attack {attack.display!r} asks for region={attack.region!r} but the dataset "
+                                   "has no lesion masks. Use region = \"all\".")
+        return masks if attack.region == "inside" else ~masks
+
+    def make_adversarial(self, model: nn.Module, ev: _Evaluation, attack_entry: AttackEntry, eps: float,
+                         explainer: Any | None) -> tuple[torch.Tensor, float, list[str]]:
+        """Adversarial images for every chosen image, the seconds it took, and any contract violations."""
+        from robustbench_us.contracts import check_adversarial
+
+        attack = self.registry.create(Kind.ATTACK, attack_entry.name, eps=eps, **attack_entry.options)
+        region = self._region(attack_entry, ev.masks)
+        parts, problems = [], []
+        start = time.perf_counter()
+        for i, s in enumerate(_batches(len(ev.x), self.suite.batch_size)):
+            generator = torch.Generator(device=self.device).manual_seed(self.suite.seed * 100_003 + i)
+            xb = ev.x[s]
+            before = xb.clone()
+            x_adv = attack.perturb(model, xb, ev.y[s], explainer=explainer,
+                                   mask=region[s] if region is not None else None, generator=generator)
+            problems += check_adversarial(xb, x_adv, norm=attack.norm, eps=float(attack.eps), x_before=before)
+            parts.append(x_adv.detach())
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return torch.cat(parts), time.perf_counter() - start, problems
+
+    def measure(self, model: nn.Module, ev: _Evaluation, x_adv: torch.Tensor,
+                explainer_names: Sequence[str]) -> tuple[dict[str, dict[str, float]], dict[str, float], dict]:
+        """Metrics of each explainer on the adversarial images."""
+        from robustbench_us import metrics
+
+        bs = self.suite.batch_size
+        start = time.perf_counter()
+        with torch.no_grad():
+            logits_adv = _batched(lambda s: model(x_adv[s]), len(x_adv), bs)
+            seg_adv = _batched(lambda s: model.segment(x_adv[s]), len(x_adv), bs) if ev.seg is not None else None
+        pred_clean, pred_adv = ev.logits.argmax(1), logits_adv.argmax(1)
+        flipped = pred_clean != pred_adv
+        common = metrics.prediction_metrics(ev.y, ev.logits, logits_adv, seed=self.suite.seed)
+        common |= metrics.perturbation_metrics(ev.x, x_adv)
+        if ev.seg is not None and ev.masks is not None:
+            common |= metrics.segmentation_metrics(ev.seg, seg_adv, ev.masks)
+        forward_seconds = time.perf_counter() - start
+        per_explainer, seconds, maps_adv = {}, {}, {}
+        for name in explainer_names:
+            start = time.perf_counter()
+            explainer = ev.explainers[name]
+            maps_adv[name] = _batched(lambda s: explainer.explain(model, x_adv[s], pred_adv[s]), len(x_adv), bs)
+            per_explainer[name] = common | metrics.explanation_metrics(ev.maps[name], maps_adv[name], flipped,
+                                                                       masks=ev.masks)
+            seconds[name] = time.perf_counter() - start + forward_seconds
+        return per_explainer, seconds, {"logits_adv": logits_adv, "maps_adv": maps_adv}
+
+    # -------------------------------------------------------------------- run
+    def run(self) -> RunSummary:
+        """Run every unfinished cell; returns what was written, skipped, failed or invalid."""
+        cells = expand_cells(self.suite, self.registry)
+        summary = RunSummary(self.suite.name, self.store.root)
+        pending = [c for c in cells if not self.store.is_finished(c.cell_id)]
+        summary.skipped = len(cells) - len(pending)
+        if summary.skipped:
+            logger.info("%d of %d cells already finished; skipping them", summary.skipped, len(cells))
+        bar = tqdm(total=len(pending), desc=f"{self.suite.name} cells", file=sys.stderr, disable=not self.progress,
+                   unit="cell")
+        try:
+            for d in self.suite.datasets:
+                for m in self.suite.models:
+                    group = [c for c in pending if c.dataset is d and c.model is m]
+                    if group:
+                        self._run_group(d, m, group, summary, bar)
+        finally:
+            bar.close()
+        return summary
+
+    def _run_group(self, d: DatasetEntry, m: ModelEntry, cells: list[Cell], summary: RunSummary, bar: tqdm) -> None:
+        input_size = cells[0].config["image_size"]
+        dataset = self.registry.create(Kind.DATASET, d.name, root=d.root, image_size=input_size,
+                                       seed=self.suite.seed, **d.options)
+        manifest = dataset.manifest_hash()
+        model, model_info = self.prepare_model(m, d, dataset, input_size)
+        indices = select_indices(dataset.split(d.split_seed).part(d.part), self.suite.n_images, self.suite.seed)
+        ids, x, y, masks = load_images(dataset, indices)
+        ev = self.clean_pass(model, ids, x, y, masks)
+        provenance = self.provenance | model_info | {
+            "dataset_manifest": manifest,
+            "plugins": {str(kind): self.registry.get(kind, name).plugin for kind, name in
+                        ((Kind.DATASET, d.name), (Kind.MODEL, m.name))},
+        }
+        by_attack: dict[tuple[int, float], list[Cell]] = {}
+        for cell in cells:
+            by_attack.setdefault((self.suite.attacks.index(cell.attack), cell.eps), []).append(cell)
+        for (_, eps), attack_cells in by_attack.items():
+            attack_entry = attack_cells[0].attack
+            spec = self.registry.get(Kind.ATTACK, attack_entry.name)
+            targets_map = spec.target == AttackTarget.EXPLANATION
+            # An explanation attack needs adversarial images per explainer; others share one set.
+            generations = [[c] for c in attack_cells] if targets_map else [attack_cells]
+            for gen_cells in generations:
+                self._run_generation(model, ev, attack_entry, eps, gen_cells, targets_map, provenance, summary)
+                bar.update(len(gen_cells))
+
+    def _run_generation(self, model: nn.Module, ev: _Evaluation, attack_entry: AttackEntry, eps: float,
+                        cells: list[Cell], targets_map: bool, provenance: dict[str, Any],
+                        summary: RunSummary) -> None:
+        plugin = self.registry.get(Kind.ATTACK, attack_entry.name).plugin
+        explainer = ev.explainers[cells[0].explainer.name] if targets_map else None
+        timing_base = {"clean_pass_seconds": ev.seconds}
+        try:
+            if explainer is not None and not getattr(explainer, "differentiable", False):
+                raise ContractError(f"attack {attack_entry.display!r} targets the explanation but explainer "
+                                    f"{cells[0].explainer.name!r} is not differentiable; pair it with a "
+                                    "differentiable explainer (robustbench-us list explainers).")
+            x_adv, attack_seconds, problems = self.make_adversarial(model, ev, attack_entry, eps, explainer)
+            if problems:
+                reason = f"attack {attack_entry.display!r} (plugin {plugin!r}) broke the contract: " + "; ".join(
+                    sorted(set(problems))[:5])
+                for cell in cells:
+                    self._write(cell, Status.INVALID, {}, timing_base, provenance, summary, error=reason)
+                return
+            per_explainer, seconds, _ = self.measure(model, ev, x_adv, [c.explainer.name for c in cells])
+        except RobustBenchError as exc:
+            for cell in cells:
+                self._write(cell, Status.FAILED, {}, timing_base, provenance, summary,
+                            error=f"{type(exc).__name__}: {exc}")
+            return
+        except Exception as exc:  # noqa: BLE001 - a third-party plugin failed; record it, keep the run going
+            detail = f"plugin {plugin!r} raised {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            logger.error("cell failed: %s", detail.splitlines()[0])
+            for cell in cells:
+                self._write(cell, Status.FAILED, {}, timing_base, provenance, summary, error=detail)
+            return
+        for cell in cells:
+            timing = timing_base | {"attack_seconds": attack_seconds,
+                                    "adversarial_eval_seconds": seconds[cell.explainer.name]}
+            self._write(cell, Status.OK, per_explainer[cell.explainer.name], timing, provenance, summary)
+
+    def _write(self, cell: Cell, status: Status, metrics: dict[str, float], timing: dict[str, float],
+               provenance: dict[str, Any], summary: RunSummary, *, error: str | None = None) -> None:
+        prov = provenance | {"plugins": provenance["plugins"] | {
+            "explainer": self.registry.get(Kind.EXPLAINER, cell.explainer.name).plugin,
+            "attack": self.registry.get(Kind.ATTACK, cell.attack.name).plugin}}
+        record = Record(suite=self.suite.name, cell_id=cell.cell_id, status=status, config=cell.config,
+                        metrics=metrics, timing=timing, provenance=prov, error=error)
+        summary.written.append(self.store.write(record))
+        if status == Status.FAILED:
+            summary.failed.append(cell.cell_id)
+        elif status == Status.INVALID:
+            summary.invalid.append(cell.cell_id)
+
+
+def run_suite(suite: Suite, results_dir: str | Path = "results", *, registry: Registry | None = None,
+              progress: bool = True) -> RunSummary:
+    """Run ``suite`` into ``results_dir``; finished cells are skipped."""
+    return SuiteRunner(suite, results_dir, registry=registry, progress=progress).run()

@@ -1,0 +1,285 @@
+"""Suites: TOML files naming the grid to run, validated before any work starts."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustbench_us.errors import RobustBenchError, SuiteError
+from robustbench_us.plugins import Registry
+from robustbench_us.specs import Kind
+
+REGIONS = ("all", "inside", "outside")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One dataset of a suite and how to split it."""
+
+    name: str
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    split_seed: int = 0
+    part: str = "test"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of a suite: load a checkpoint, or train on the dataset's train split."""
+
+    name: str
+    input_size: int | None = None
+    checkpoint: str | None = None
+    sha256: str | None = None
+    train: dict[str, Any] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """How records and checkpoints name this entry (the name plus its input size)."""
+        return self.name if self.input_size is None else f"{self.name}@{self.input_size}"
+
+
+@dataclass(frozen=True)
+class ExplainerEntry:
+    """One explainer of a suite."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AttackEntry:
+    """One attack of a suite, swept over ``eps`` (in [0, 1] pixel units)."""
+
+    name: str
+    eps: tuple[float, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+    region: str = "all"
+    label: str | None = None  # a display name, when one attack appears twice with other options
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A CI gate: ``metric op value`` for the cells it selects."""
+
+    metric: str
+    op: str
+    value: float
+    where: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A whole benchmark: datasets × models × explainers × attacks (× ε)."""
+
+    name: str
+    path: Path | None
+    datasets: tuple[DatasetEntry, ...]
+    models: tuple[ModelEntry, ...]
+    explainers: tuple[ExplainerEntry, ...]
+    attacks: tuple[AttackEntry, ...]
+    description: str = ""
+    seed: int = 0
+    n_images: int = 0  # 0: every image of the chosen split part
+    batch_size: int = 32
+    device: str = "auto"
+    thresholds: tuple[Threshold, ...] = ()
+    notes: str = ""
+
+
+# key -> (accepted types, description used in messages)
+_NUMBER = (int, float)
+_SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
+    "suite": {"name": ((str,), "a kebab-case name"), "description": ((str,), "text"),
+              "seed": ((int,), "an integer"), "n_images": ((int,), "an integer ≥ 0 (0 = all)"),
+              "batch_size": ((int,), "an integer ≥ 1"), "device": ((str,), f"one of {', '.join(DEVICES)}"),
+              "notes": ((str,), "text shown on the leaderboard")},
+    "datasets": {"name": ((str,), "a dataset name"), "root": ((str,), "a folder path"),
+                 "options": ((dict,), "a table"), "split_seed": ((int,), "an integer"),
+                 "part": ((str,), "'train', 'val' or 'test'")},
+    "models": {"name": ((str,), "a model name"), "input_size": ((int,), "an integer (pixels)"),
+               "checkpoint": ((str,), "a path to a .safetensors file"), "sha256": ((str,), "a hex digest"),
+               "train": ((dict,), "a table of training settings"), "options": ((dict,), "a table")},
+    "explainers": {"name": ((str,), "an explainer name"), "options": ((dict,), "a table")},
+    "attacks": {"name": ((str,), "an attack name"), "eps": ((int, float, list), "a number or a list of numbers"),
+                "eps_grey": ((int, float, list), "a number or list, in grey levels (ε×255)"),
+                "options": ((dict,), "a table"), "region": ((str,), f"one of {', '.join(REGIONS)}"),
+                "label": ((str,), "a display name")},
+    "thresholds": {"metric": ((str,), "a metric name"), "op": ((str,), "one of >=, <=, >, <"),
+                   "value": (_NUMBER, "a number"), "where": ((dict,), "a table selecting cells")},
+}
+_TOP = {"suite": dict, "datasets": list, "models": list, "explainers": list, "attacks": list, "thresholds": list}
+
+
+def _fail(source: str, where: str, message: str) -> SuiteError:
+    return SuiteError(f"{source}: {where}: {message}")
+
+
+def _check_table(source: str, where: str, table: Any, section: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise _fail(source, where, f"expected a table, got {type(table).__name__}. Write it as [[{section}]].")
+    schema = _SCHEMA[section]
+    for key, value in table.items():
+        if key not in schema:
+            import difflib
+
+            close = difflib.get_close_matches(key, schema, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise _fail(source, f"{where}.{key}", f"unknown key. Allowed: {', '.join(schema)}.{hint}")
+        types, text = schema[key]
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not ok:
+            raise _fail(source, f"{where}.{key}", f"expected {text}, got {type(value).__name__} {value!r}.")
+    return table
+
+
+def _eps_values(source: str, where: str, table: dict[str, Any]) -> tuple[float, ...]:
+    if "eps" in table and "eps_grey" in table:
+        raise _fail(source, where, "give either eps (in [0, 1] units) or eps_grey (grey levels), not both.")
+    key = "eps" if "eps" in table else "eps_grey" if "eps_grey" in table else None
+    if key is None:
+        return ()
+    raw = table[key] if isinstance(table[key], list) else [table[key]]
+    values: list[float] = []
+    for item in raw:
+        if isinstance(item, bool) or not isinstance(item, _NUMBER):
+            raise _fail(source, f"{where}.{key}", f"expected numbers, got {item!r}.")
+        value = float(item) / 255.0 if key == "eps_grey" else float(item)
+        if not 0.0 <= value <= 1.0:
+            raise _fail(source, f"{where}.{key}",
+                        f"{item!r} is outside [0, 1] pixel units. Use eps_grey = {item} for grey levels.")
+        values.append(value)
+    if not values:
+        raise _fail(source, f"{where}.{key}", "the list is empty; give at least one ε.")
+    return tuple(values)
+
+
+def parse_suite(data: dict[str, Any], *, source: str = "<suite>", registry: Registry | None = None,
+                path: Path | None = None) -> Suite:
+    """Validate a parsed TOML document and build a :class:`Suite`.
+
+    With a ``registry``, every plugin name is checked too, so a typo fails here,
+    before any work starts.
+    """
+    if not isinstance(data, dict):
+        raise SuiteError(f"{source}: expected a TOML document (a table at the top level).")
+    for key, value in data.items():
+        if key not in _TOP:
+            raise _fail(source, key, f"unknown top-level key. Allowed: {', '.join(_TOP)}.")
+        if not isinstance(value, _TOP[key]):
+            shape = "[suite]" if key == "suite" else f"[[{key}]]"
+            raise _fail(source, key, f"expected {shape}, got {type(value).__name__}.")
+    head = _check_table(source, "suite", data.get("suite", {}), "suite")
+    default_name = path.stem if path is not None else ""
+    name = head.get("name", default_name)
+    if not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise _fail(source, "suite.name", f"{name!r} is not a usable name; use letters, digits, '-' or '_'.")
+    for section in ("datasets", "models", "explainers", "attacks"):
+        if not data.get(section):
+            raise _fail(source, section, f"the suite names no {section}; add at least one [[{section}]] table.")
+    n_images = head.get("n_images", 0)
+    if n_images < 0:
+        raise _fail(source, "suite.n_images", "must be ≥ 0 (0 means every image).")
+    batch_size = head.get("batch_size", 32)
+    if batch_size < 1:
+        raise _fail(source, "suite.batch_size", "must be ≥ 1.")
+    device = head.get("device", "auto")
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise _fail(source, "suite.device", f"{device!r} is not one of {', '.join(DEVICES)} (or cuda:N).")
+
+    def entries(section: str) -> list[dict[str, Any]]:
+        out = []
+        for i, table in enumerate(data[section]):
+            where = f"{section}[{i}]"
+            table = _check_table(source, where, table, section)
+            if section != "thresholds" and "name" not in table:
+                raise _fail(source, where, "missing key 'name'.")
+            out.append(table)
+        return out
+
+    datasets = []
+    for i, t in enumerate(entries("datasets")):
+        if t.get("part", "test") not in ("train", "val", "test"):
+            raise _fail(source, f"datasets[{i}].part", f"{t['part']!r} is not 'train', 'val' or 'test'.")
+        datasets.append(DatasetEntry(t["name"], t.get("root"), dict(t.get("options", {})),
+                                     t.get("split_seed", 0), t.get("part", "test")))
+    models = []
+    for i, t in enumerate(entries("models")):
+        if "checkpoint" in t and "train" in t:
+            raise _fail(source, f"models[{i}]", "give either checkpoint or train, not both.")
+        if t.get("input_size", 32) < 32 or t.get("input_size", 32) % 32:
+            raise _fail(source, f"models[{i}].input_size", "must be a multiple of 32, at least 32.")
+        models.append(ModelEntry(t["name"], t.get("input_size"), t.get("checkpoint"), t.get("sha256"),
+                                 dict(t["train"]) if "train" in t else None, dict(t.get("options", {}))))
+    explainers = [ExplainerEntry(t["name"], dict(t.get("options", {}))) for t in entries("explainers")]
+    attacks = []
+    for i, t in enumerate(entries("attacks")):
+        if t.get("region", "all") not in REGIONS:
+            raise _fail(source, f"attacks[{i}].region", f"{t['region']!r} is not one of {', '.join(REGIONS)}.")
+        attacks.append(AttackEntry(t["name"], _eps_values(source, f"attacks[{i}]", t), dict(t.get("options", {})),
+                                   t.get("region", "all"), t.get("label")))
+    thresholds = []
+    for i, t in enumerate(entries("thresholds") if data.get("thresholds") else []):
+        for key in ("metric", "op", "value"):
+            if key not in t:
+                raise _fail(source, f"thresholds[{i}]", f"missing key {key!r}.")
+        if t["op"] not in (">=", "<=", ">", "<"):
+            raise _fail(source, f"thresholds[{i}].op", f"{t['op']!r} is not one of >=, <=, >, <.")
+        thresholds.append(Threshold(t["metric"], t["op"], float(t["value"]), dict(t.get("where", {}))))
+
+    if registry is not None:
+        checks = [(Kind.DATASET, "datasets", datasets), (Kind.MODEL, "models", models),
+                  (Kind.EXPLAINER, "explainers", explainers), (Kind.ATTACK, "attacks", attacks)]
+        for kind, section, items in checks:
+            for i, item in enumerate(items):
+                try:
+                    registry.get(kind, item.name)
+                except RobustBenchError as exc:
+                    raise _fail(source, f"{section}[{i}].name", str(exc)) from None
+    labels = [a.display for a in attacks]
+    if len(set(zip(labels, [a.region for a in attacks]))) != len(attacks):
+        raise _fail(source, "attacks", "the same attack appears twice with the same region; "
+                                       "give one of them a distinct label = \"...\".")
+    return Suite(name=name, path=path, datasets=tuple(datasets), models=tuple(models),
+                 explainers=tuple(explainers), attacks=tuple(attacks), description=head.get("description", ""),
+                 seed=head.get("seed", 0), n_images=n_images, batch_size=batch_size, device=device,
+                 thresholds=tuple(thresholds), notes=head.get("notes", ""))
+
+
+def load_suite(path: str | Path, *, registry: Registry | None = None) -> Suite:
+    """Read and validate a suite file; a bare name is looked up in ``benchmarks/suites/``."""
+    path = resolve_suite_path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"{path}: not valid TOML: {exc}. Fix the syntax at that line.") from None
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"{path}: not UTF-8 text ({exc}).") from None
+    return parse_suite(data, source=str(path), registry=registry, path=path)
+
+
+def suites_folder() -> Path:
+    """The folder of suites shipped with the project."""
+    return Path(__file__).resolve().parents[1] / "benchmarks" / "suites"
+
+
+def resolve_suite_path(path: str | Path) -> Path:
+    """A path as given, or ``benchmarks/suites/<name>.toml`` for a bare name."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    if candidate.suffix == "" and len(candidate.parts) == 1:
+        shipped = suites_folder() / f"{candidate.name}.toml"
+        if shipped.is_file():
+            return shipped
+    available = sorted(p.stem for p in suites_folder().glob("*.toml")) if suites_folder().is_dir() else []
+    raise SuiteError(f"Suite {str(path)!r} not found. Give a path to a .toml file, or one of the shipped "
+                     f"suites: {', '.join(available) or '(none)'}.")
