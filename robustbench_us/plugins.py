@@ -162,7 +162,7 @@ def get_plugin_manager(environ: dict[str, str] | None = None,
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(
-            f"Plugin {exc.plugin_name!r} implements a hook robustbench_us does not define: {exc}. "
+            f"Plugin {pm.get_name(exc.plugin)!r} implements a hook robustbench_us does not define: {exc}. "
             f"Valid hooks: {', '.join(_HOOKS.values())}."
         ) from exc
     if env.get(ENV_TRACE) == "1":
