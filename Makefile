@@ -1,0 +1,29 @@
+# Two commands on a fresh machine (see README.md):
+#   make demo   set up .venv and run the default suite on the built-in phantom, writing its leaderboard
+#   make test   set up .venv (with test extras) and run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+
+.PHONY: demo test setup setup-test clean-results
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+setup: $(BIN)/python
+	$(PIP) install torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -e .
+
+setup-test: $(BIN)/python
+	$(PIP) install torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -e '.[test]'
+
+demo: setup
+	$(BIN)/robustbench-us run default
+
+test: setup-test
+	$(BIN)/python -m pytest
+
+clean-results:
+	rm -rf results

@@ -1,0 +1,67 @@
+"""Records and the store: atomic, integrity-checked, contained in the results folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from robustbench_us.errors import RecordError, RobustBenchError
+from robustbench_us.records import Record, Status, read_record
+from robustbench_us.store import ResultStore, safe_join
+
+
+def make_record(cell_id="c1", status=Status.OK, value=0.5):
+    return Record(suite="s", cell_id=cell_id, status=status, config={"dataset": "phantom", "eps": 1 / 255},
+                  metrics={"adv_accuracy": value, "undefined": float("nan")}, timing={"attack_seconds": 1.0},
+                  provenance={"seed": 0})
+
+
+def test_write_then_read_back(tmp_path):
+    store = ResultStore(tmp_path, "s")
+    path = store.write(make_record())
+    data = read_record(path)
+    assert data["metrics"] == {"adv_accuracy": 0.5, "undefined": None}  # NaN stored as null, numbers as numbers
+    assert store.is_finished("c1")
+    assert not store.is_finished("c2")
+    assert [r["cell_id"] for r in store.read_all()] == ["c1"]
+    assert not list(store.records_dir.glob(".*.tmp"))  # no temp files left behind
+
+
+def test_an_edited_number_is_refused(tmp_path):
+    path = ResultStore(tmp_path, "s").write(make_record())
+    data = json.loads(path.read_text())
+    data["metrics"]["adv_accuracy"] = 0.99
+    path.write_text(json.dumps(data))
+    with pytest.raises(RecordError, match="integrity hash does not match"):
+        read_record(path)
+
+
+def test_unknown_version_and_torn_file_are_refused(tmp_path):
+    store = ResultStore(tmp_path, "s")
+    path = store.write(make_record())
+    data = json.loads(path.read_text())
+    data["schema_version"] = 99
+    path.write_text(json.dumps(data))
+    with pytest.raises(RecordError, match="unknown record schema_version 99"):
+        read_record(path)
+    path.write_text('{"suite": "s", "cell')
+    with pytest.raises(RecordError, match="unreadable record"):
+        read_record(path)
+    assert not store.is_finished("c1")  # a broken record means the cell runs again
+
+
+def test_failed_cells_are_retried_invalid_ones_are_final(tmp_path):
+    store = ResultStore(tmp_path, "s")
+    store.write(make_record("f", Status.FAILED))
+    store.write(make_record("i", Status.INVALID))
+    assert not store.is_finished("f")
+    assert store.is_finished("i")
+
+
+@pytest.mark.parametrize("bad", ["../escape", "/etc/passwd", "a/../../b"])
+def test_paths_stay_inside_the_results_folder(tmp_path, bad):
+    with pytest.raises(RobustBenchError, match="would leave the results folder"):
+        safe_join(tmp_path, bad)
+    with pytest.raises(RobustBenchError):
+        ResultStore(tmp_path, bad)
