@@ -1,0 +1,74 @@
+"""The runner on toy plugins: one record per cell, resumable, faults recorded, real numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from robustbench_us.plugins import Registry, get_plugin_manager
+from robustbench_us.records import Status
+from robustbench_us.runner import run_suite
+from robustbench_us.suite import parse_suite
+from tests.fakes import toy
+
+ENV = {"ROBUSTBENCH_US_PLUGINS": "gradcam,fgsm"}
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return Registry(get_plugin_manager(environ=ENV, extra_plugins=[("toy", toy)]))
+
+
+def suite_of(registry, attacks, name="toy-suite", n_images=8):
+    data = {
+        "suite": {"name": name, "seed": 1, "n_images": n_images, "batch_size": 4},
+        "datasets": [{"name": "toy-squares", "options": {"count": 40}}],
+        "models": [{"name": "tiny-cnn", "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "augment": False}}],
+        "explainers": [{"name": "gradcam"}],
+        "attacks": attacks,
+    }
+    return parse_suite(data, registry=registry)
+
+
+def test_records_per_cell_and_resume(tmp_path, registry):
+    suite = suite_of(registry, [{"name": "fgsm", "eps": [0.0, 8 / 255]}])
+    first = run_suite(suite, tmp_path, registry=registry, progress=False)
+    assert len(first.written) == 2 and first.skipped == 0 and first.ok
+    records = [json.loads(p.read_text()) for p in first.written]
+    by_eps = {r["config"]["eps"]: r for r in records}
+    zero = by_eps[0.0]["metrics"]
+    # ε = 0 changes nothing: no flips, the same accuracy, a heatmap that does not move.
+    assert zero["flip_rate"] == 0.0
+    assert zero["adv_accuracy"] == zero["clean_accuracy"]
+    assert zero["centroid_px"] == pytest.approx(0.0, abs=1e-4)
+    assert zero["linf"] == 0.0
+    assert by_eps[8 / 255]["metrics"]["linf"] == pytest.approx(8 / 255, abs=1e-6)
+    prov = records[0]["provenance"]
+    assert prov["dataset_manifest"] == toy.ToyDataset(40, 32, 1).manifest_hash()
+    assert prov["plugins"] == {"dataset": "toy", "model": "toy", "explainer": "gradcam", "attack": "fgsm"}
+    assert prov["checkpoint_sha256"] and prov["torch"]
+    assert records[0]["config"]["n_images"] == 8
+    second = run_suite(suite, tmp_path, registry=registry, progress=False)
+    assert second.written == [] and second.skipped == 2
+
+
+def test_a_raising_plugin_fails_its_cell_and_the_run_goes_on(tmp_path, registry):
+    suite = suite_of(registry, [{"name": "raising", "eps": 0.01}, {"name": "fgsm", "eps": 0.01}])
+    summary = run_suite(suite, tmp_path, registry=registry, progress=False)
+    statuses = {json.loads(p.read_text())["config"]["attack"]: json.loads(p.read_text()) for p in summary.written}
+    assert statuses["fgsm"]["status"] == Status.OK
+    failed = statuses["raising"]
+    assert failed["status"] == Status.FAILED
+    assert "plugin 'toy' raised ValueError: boom from the broken attack" in failed["error"]
+    assert "Traceback" in failed["error"]
+    assert len(summary.failed) == 1
+
+
+def test_an_attack_over_its_budget_is_invalid(tmp_path, registry):
+    suite = suite_of(registry, [{"name": "over-budget", "eps": 0.01}])
+    summary = run_suite(suite, tmp_path, registry=registry, progress=False)
+    record = json.loads(summary.written[0].read_text())
+    assert record["status"] == Status.INVALID
+    assert "broke the contract" in record["error"] and "over-budget" in record["error"]
+    assert summary.invalid and summary.ok  # invalid cells are kept off the board but do not fail the run
