@@ -1,40 +1,69 @@
-"""Fast gradient sign method: one signed-gradient step of size ε."""
+"""One-step L∞ attacks: the fast gradient sign method and its random-sign control."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robustbench_us import AttackSpec, AttackTarget, Norm, hookimpl
+from robustbench_us.attack_utils import (check_eps, check_region, cross_entropy_gradient, finish, gradient_steps,
+                                         random_signs, region_weights)
 
 
 class FGSM:
-    """FGSM (Goodfellow et al., ICLR 2015): ``x + ε·sign(∇x CE(f(x), y))``, clipped to [0, 1]."""
+    """FGSM (Goodfellow et al., ICLR 2015): ``clip(x + ε·sign(∇x CE(f(x), y)), 0, 1)``.
+
+    Matches ART's ``FastGradientMethod(norm=inf, eps=ε, eps_step=ε, num_random_init=0)``;
+    a pixel whose gradient is exactly 0 does not move (``sign(0) = 0`` in both).
+    """
 
     norm = Norm.LINF
     target = AttackTarget.LABEL
 
-    def __init__(self, eps: float) -> None:
-        self.eps = float(eps)
+    def __init__(self, eps: float, *, region: str = "all") -> None:
+        self.eps = check_eps(eps, attack="fgsm")
+        self.region = check_region(region, attack="fgsm")
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, explainer=None,
                 mask: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        with torch.enable_grad():
-            inputs = x.detach().clone().requires_grad_(True)
-            loss = F.cross_entropy(model(inputs), y)
-            (grad,) = torch.autograd.grad(loss, inputs)
-        step = self.eps * grad.sign()
-        if mask is not None:
-            step = step * mask.to(step.dtype).view(step.shape[0], 1, *step.shape[-2:])
-        return (x.detach() + step).clamp(0.0, 1.0)
+        x = x.detach()
+        return gradient_steps(x, cross_entropy_gradient(model, y), norm=self.norm, eps=self.eps,
+                              step_size=self.eps, steps=1, region=region_weights(mask, x))
 
 
-def make_fgsm(*, eps: float = 1 / 255) -> FGSM:
+class RandomSign:
+    """Random-sign control (Ghorbani et al., AAAI 2019): ``clip(x + ε·s, 0, 1)``, ``s`` uniform in {−1, +1}.
+
+    Same L∞ size as FGSM but no gradient: the yardstick that tells an attack's effect
+    from the effect of any noise of that size. Seeded by the ``generator`` passed to ``perturb``.
+    """
+
+    norm = Norm.LINF
+    target = AttackTarget.NONE
+
+    def __init__(self, eps: float, *, region: str = "all") -> None:
+        self.eps = check_eps(eps, attack="random-sign")
+        self.region = check_region(region, attack="random-sign")
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, explainer=None,
+                mask: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = x.detach()
+        return finish(x + self.eps * random_signs(x, generator), x, self.norm, self.eps, region_weights(mask, x))
+
+
+def make_fgsm(*, eps: float = 1 / 255, region: str = "all") -> FGSM:
     """Fast gradient sign method: one signed step of size ε (L∞)."""
-    return FGSM(eps)
+    return FGSM(eps, region=region)
+
+
+def make_random_sign(*, eps: float = 1 / 255, region: str = "all") -> RandomSign:
+    """Random ±ε signs on every pixel (L∞ control, no gradient; Ghorbani et al. 2019)."""
+    return RandomSign(eps, region=region)
 
 
 @hookimpl
 def register_attacks(register):
-    register(AttackSpec(name="fgsm", factory=make_fgsm, norm=Norm.LINF, eps=1 / 255, target=AttackTarget.LABEL))
+    register(AttackSpec(name="fgsm", factory=make_fgsm, norm=Norm.LINF, eps=1 / 255, target=AttackTarget.LABEL,
+                        options={"region": "all"}))
+    register(AttackSpec(name="random-sign", factory=make_random_sign, norm=Norm.LINF, eps=1 / 255,
+                        target=AttackTarget.NONE, options={"region": "all"}))
