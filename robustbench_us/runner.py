@@ -15,7 +15,7 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustbench_us.errors import ContractError, RobustBenchError, SuiteError
+from robustbench_us.faults import BatchSizer, time_limit
 from robustbench_us.plugins import Registry, default_registry
 from robustbench_us.protocols import Dataset
 from robustbench_us.records import Record, Status, base_provenance
@@ -111,13 +112,9 @@ def expand_cells(suite: Suite, registry: Registry) -> list[Cell]:
     return cells
 
 
-def _batches(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
-
-
-def _batched(fn: Callable[[slice], torch.Tensor], n: int, size: int) -> torch.Tensor:
-    return torch.cat([fn(s) for s in _batches(n, size)])
+def _require_finite(tensor: torch.Tensor, what: str) -> None:
+    if not bool(torch.isfinite(tensor).all()):
+        raise ContractError(f"{what} contain NaN or Inf; the cell cannot be measured.")
 
 
 @dataclass
@@ -169,6 +166,7 @@ class SuiteRunner:
         self.progress = progress
         self.device = resolve_device(suite.device)
         self.provenance = base_provenance() | {"device": str(self.device)}
+        self.batches = BatchSizer(suite.batch_size)
 
     # ----------------------------------------------------------------- models
     def prepare_model(self, entry: ModelEntry, dataset_entry: DatasetEntry, dataset: Dataset,
@@ -219,19 +217,19 @@ class SuiteRunner:
                    masks: torch.Tensor | None) -> _Evaluation:
         """Logits, masks and heatmaps of the clean images, once per dataset × model."""
         start = time.perf_counter()
-        bs = self.suite.batch_size
+        run = self.batches.run
         x, y = x.to(self.device), y.to(self.device)
         masks = masks.to(self.device) if masks is not None else None
         with torch.no_grad():
-            logits = _batched(lambda s: model(x[s]), len(x), bs)
-            seg = _batched(lambda s: model.segment(x[s]), len(x), bs) if getattr(model, "has_segmentation",
-                                                                                 False) else None
+            logits = run(lambda s: model(x[s]), len(x))
+            seg = run(lambda s: model.segment(x[s]), len(x)) if getattr(model, "has_segmentation", False) else None
+        _require_finite(logits, "the model's clean logits")
         pred = logits.argmax(1)
         explainers, maps = {}, {}
         for entry in self.suite.explainers:
             explainer = self.registry.create(Kind.EXPLAINER, entry.name, **entry.options)
             explainers[entry.name] = explainer
-            maps[entry.name] = _batched(lambda s: explainer.explain(model, x[s], pred[s]), len(x), bs)
+            maps[entry.name] = run(lambda s: explainer.explain(model, x[s], pred[s]), len(x))
         return _Evaluation(ids, x, y, masks, logits, seg, maps, explainers, time.perf_counter() - start)
 
     # ----------------------------------------------------------------- attack
@@ -250,30 +248,35 @@ class SuiteRunner:
 
         attack = self.registry.create(Kind.ATTACK, attack_entry.name, eps=eps, **attack_entry.options)
         region = self._region(attack_entry, ev.masks)
-        parts, problems = [], []
-        start = time.perf_counter()
-        for i, s in enumerate(_batches(len(ev.x), self.suite.batch_size)):
-            generator = torch.Generator(device=self.device).manual_seed(self.suite.seed * 100_003 + i)
+        problems: list[str] = []
+
+        def perturb(s: slice) -> torch.Tensor:
+            # Seeded by the batch's first image, so a resumed run draws the same random starts.
+            generator = torch.Generator(device=self.device).manual_seed(self.suite.seed * 100_003 + s.start)
             xb = ev.x[s]
             before = xb.clone()
             x_adv = attack.perturb(model, xb, ev.y[s], explainer=explainer,
                                    mask=region[s] if region is not None else None, generator=generator)
-            problems += check_adversarial(xb, x_adv, norm=attack.norm, eps=float(attack.eps), x_before=before)
-            parts.append(x_adv.detach())
+            problems.extend(check_adversarial(xb, x_adv, norm=attack.norm, eps=float(attack.eps), x_before=before))
+            return x_adv.detach()
+
+        start = time.perf_counter()
+        x_adv = self.batches.run(perturb, len(ev.x))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return torch.cat(parts), time.perf_counter() - start, problems
+        return x_adv, time.perf_counter() - start, problems
 
     def measure(self, model: nn.Module, ev: _Evaluation, x_adv: torch.Tensor,
                 explainer_names: Sequence[str]) -> tuple[dict[str, dict[str, float]], dict[str, float], dict]:
         """Metrics of each explainer on the adversarial images."""
         from robustbench_us import metrics
 
-        bs = self.suite.batch_size
+        run = self.batches.run
         start = time.perf_counter()
         with torch.no_grad():
-            logits_adv = _batched(lambda s: model(x_adv[s]), len(x_adv), bs)
-            seg_adv = _batched(lambda s: model.segment(x_adv[s]), len(x_adv), bs) if ev.seg is not None else None
+            logits_adv = run(lambda s: model(x_adv[s]), len(x_adv))
+            seg_adv = run(lambda s: model.segment(x_adv[s]), len(x_adv)) if ev.seg is not None else None
+        _require_finite(logits_adv, "the model's logits on the adversarial images")
         pred_clean, pred_adv = ev.logits.argmax(1), logits_adv.argmax(1)
         flipped = pred_clean != pred_adv
         common = metrics.prediction_metrics(ev.y, ev.logits, logits_adv, seed=self.suite.seed)
@@ -285,7 +288,9 @@ class SuiteRunner:
         for name in explainer_names:
             start = time.perf_counter()
             explainer = ev.explainers[name]
-            maps_adv[name] = _batched(lambda s: explainer.explain(model, x_adv[s], pred_adv[s]), len(x_adv), bs)
+            maps_adv[name] = run(lambda s: explainer.explain(model, x_adv[s], pred_adv[s]), len(x_adv))
+            _require_finite(maps_adv[name], f"explainer {name!r} (plugin "
+                                            f"{self.registry.get(Kind.EXPLAINER, name).plugin!r}) on adversarial images")
             per_explainer[name] = common | metrics.explanation_metrics(ev.maps[name], maps_adv[name], flipped,
                                                                        masks=ev.masks)
             seconds[name] = time.perf_counter() - start + forward_seconds
@@ -306,8 +311,15 @@ class SuiteRunner:
             for d in self.suite.datasets:
                 for m in self.suite.models:
                     group = [c for c in pending if c.dataset is d and c.model is m]
-                    if group:
-                        self._run_group(d, m, group, summary, bar)
+                    if not group:
+                        continue
+                    with self.store.lock(slug(f"{d.name}__{m.key}")):
+                        # Another run may have finished some of these while we waited for the lock.
+                        todo = [c for c in group if not self.store.is_finished(c.cell_id)]
+                        summary.skipped += len(group) - len(todo)
+                        bar.update(len(group) - len(todo))
+                        if todo:
+                            self._run_group(d, m, todo, summary, bar)
         finally:
             bar.close()
         return summary
@@ -350,14 +362,16 @@ class SuiteRunner:
                 raise ContractError(f"attack {attack_entry.display!r} targets the explanation but explainer "
                                     f"{cells[0].explainer.name!r} is not differentiable; pair it with a "
                                     "differentiable explainer (robustbench-us list explainers).")
-            x_adv, attack_seconds, problems = self.make_adversarial(model, ev, attack_entry, eps, explainer)
+            with time_limit(self.suite.cell_timeout, f"attack {attack_entry.display!r} (plugin {plugin!r})"):
+                x_adv, attack_seconds, problems = self.make_adversarial(model, ev, attack_entry, eps, explainer)
             if problems:
                 reason = f"attack {attack_entry.display!r} (plugin {plugin!r}) broke the contract: " + "; ".join(
                     sorted(set(problems))[:5])
                 for cell in cells:
                     self._write(cell, Status.INVALID, {}, timing_base, provenance, summary, error=reason)
                 return
-            per_explainer, seconds, _ = self.measure(model, ev, x_adv, [c.explainer.name for c in cells])
+            with time_limit(self.suite.cell_timeout, f"measuring attack {attack_entry.display!r}"):
+                per_explainer, seconds, _ = self.measure(model, ev, x_adv, [c.explainer.name for c in cells])
         except RobustBenchError as exc:
             for cell in cells:
                 self._write(cell, Status.FAILED, {}, timing_base, provenance, summary,

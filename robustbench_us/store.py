@@ -73,8 +73,41 @@ class ResultStore:
         atomic_write_text(path, json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n")
         return path
 
+    def lock(self, name: str) -> GroupLock:
+        """The lock guarding one group of cells (see :class:`GroupLock`)."""
+        return GroupLock(safe_join(self.root, "locks", f"{name}.lock"))
+
     def read_all(self) -> list[dict[str, Any]]:
         """Every record of the suite, checked, sorted by cell id."""
         if not self.records_dir.is_dir():
             return []
         return [read_record(p) for p in sorted(self.records_dir.glob("*.json"))]
+
+
+class GroupLock:
+    """An exclusive lock on one dataset × model group of a results folder (POSIX ``flock``).
+
+    Two runs of one suite into one folder take turns on each group; the second then
+    finds the first one's records and skips those cells, so nothing is computed twice
+    and no record is written twice. The lock is released by the kernel if the
+    process dies, so a killed run never leaves a stale lock behind.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: Any = None
+
+    def __enter__(self) -> GroupLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "a+")  # noqa: SIM115 - held for the lock's lifetime
+        fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+        self._handle.close()
+        self._handle = None

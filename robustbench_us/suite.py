@@ -93,6 +93,7 @@ class Suite:
     device: str = "auto"
     thresholds: tuple[Threshold, ...] = ()
     notes: str = ""
+    cell_timeout: float | None = None  # seconds a plugin may take for one attack × ε
 
 
 # key -> (accepted types, description used in messages)
@@ -101,7 +102,8 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "suite": {"name": ((str,), "a kebab-case name"), "description": ((str,), "text"),
               "seed": ((int,), "an integer"), "n_images": ((int,), "an integer ≥ 0 (0 = all)"),
               "batch_size": ((int,), "an integer ≥ 1"), "device": ((str,), f"one of {', '.join(DEVICES)}"),
-              "notes": ((str,), "text shown on the leaderboard")},
+              "notes": ((str,), "text shown on the leaderboard"),
+              "cell_timeout": (_NUMBER, "seconds (a number > 0)")},
     "datasets": {"name": ((str,), "a dataset name"), "root": ((str,), "a folder path"),
                  "options": ((dict,), "a table"), "split_seed": ((int,), "an integer"),
                  "part": ((str,), "'train', 'val' or 'test'")},
@@ -191,6 +193,9 @@ def parse_suite(data: dict[str, Any], *, source: str = "<suite>", registry: Regi
     batch_size = head.get("batch_size", 32)
     if batch_size < 1:
         raise _fail(source, "suite.batch_size", "must be ≥ 1.")
+    cell_timeout = head.get("cell_timeout")
+    if cell_timeout is not None and cell_timeout <= 0:
+        raise _fail(source, "suite.cell_timeout", "must be a number of seconds > 0.")
     device = head.get("device", "auto")
     if device not in DEVICES and not device.startswith("cuda:"):
         raise _fail(source, "suite.device", f"{device!r} is not one of {', '.join(DEVICES)} (or cuda:N).")
@@ -251,7 +256,7 @@ def parse_suite(data: dict[str, Any], *, source: str = "<suite>", registry: Regi
     return Suite(name=name, path=path, datasets=tuple(datasets), models=tuple(models),
                  explainers=tuple(explainers), attacks=tuple(attacks), description=head.get("description", ""),
                  seed=head.get("seed", 0), n_images=n_images, batch_size=batch_size, device=device,
-                 thresholds=tuple(thresholds), notes=head.get("notes", ""))
+                 thresholds=tuple(thresholds), notes=head.get("notes", ""), cell_timeout=cell_timeout)
 
 
 def load_suite(path: str | Path, *, registry: Registry | None = None) -> Suite:
