@@ -1,48 +1,222 @@
-"""Grad-CAM, batched and in pure torch, on the layer the model declares."""
+"""Grad-CAM, batched and in pure torch, and the plumbing every explainer here shares.
+
+The class-activation-map family lives in two modules: this one holds the
+template (:class:`ActivationCAM` owns the hook, the gradient, the upsampling and
+the normalisation) and Grad-CAM itself, the study's explainer; ``cams.py`` holds
+the variants, each of which overrides :meth:`ActivationCAM.combine` only.
+``gradients.py`` and ``segmentation.py`` reuse the input checks, the eval-mode
+guard and the map normalisation defined here, so every explainer of the
+reference plugins obeys one contract (see docs/explainers.md).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from robustbench_us import ExplainerSpec, hookimpl
+from robustbench_us.errors import ContractError, RobustBenchError
 
 
-class GradCAM:
-    """Grad-CAM (Selvaraju et al., ICCV 2017): ReLU of gradient-weighted activations, upsampled to the input.
+class ExplainerError(RobustBenchError, ValueError):
+    """An explainer was given an option or a model it cannot work with."""
 
-    The activation is captured with a forward hook that is removed after every call,
-    and the gradient is taken with ``torch.autograd.grad`` so the map stays on the
-    input's device and, with ``create_graph=True``, can itself be differentiated.
+
+class MapNormalization(StrEnum):
+    """How a map is scaled before it is returned."""
+
+    MAX = "max"    # divide each image's map by its maximum: values in [0, 1], the peak is 1
+    NONE = "none"  # the method's raw values (still non-negative)
+
+
+def parse_option(enum: type[StrEnum], value: Any, explainer: str, option: str) -> Any:
+    """``enum(value)``, or an :class:`ExplainerError` that lists the accepted values."""
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(repr(str(member)) for member in enum)
+        raise ExplainerError(f"Explainer {explainer!r}: option {option}={value!r} is not one of {choices}. "
+                             f"Pick one of them in the suite's explainer options.") from None
+
+
+def check_batch(explainer: str, x: torch.Tensor, target: torch.Tensor) -> None:
+    """Raise :class:`ContractError` unless ``x`` is a float ``[N, C, H, W]`` batch and ``target`` a matching ``[N]`` index tensor."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
+        got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ContractError(f"Explainer {explainer!r} takes images as a float tensor [N, 3, H, W] in [0, 1]; "
+                            f"got {got}. Batch single images with x.unsqueeze(0).")
+    if (not isinstance(target, torch.Tensor) or target.dim() != 1 or target.shape[0] != x.shape[0]
+            or target.is_floating_point() or target.is_complex() or target.dtype == torch.bool):
+        got = f"{tuple(target.shape)} {target.dtype}" if isinstance(target, torch.Tensor) else type(target).__name__
+        raise ContractError(f"Explainer {explainer!r} takes target as a LongTensor [N] of class indices, one per "
+                            f"image (N={x.shape[0]}); got {got}. Pass e.g. model(x).argmax(1).")
+
+
+def target_scores(explainer: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The logit of each image's target class, ``[N]`` (checked against the number of classes)."""
+    if logits.dim() != 2 or logits.shape[0] != target.shape[0]:
+        raise ContractError(f"Explainer {explainer!r}: the model returned logits of shape {tuple(logits.shape)}; "
+                            f"the model contract is [N, num_classes] with N={target.shape[0]}.")
+    target = target.to(device=logits.device, dtype=torch.long)
+    low, high = int(target.min()), int(target.max())
+    if low < 0 or high >= logits.shape[1]:
+        raise ContractError(f"Explainer {explainer!r}: target holds class {low if low < 0 else high}, but the model "
+                            f"has {logits.shape[1]} classes. Pass class indices in [0, {logits.shape[1] - 1}].")
+    return logits.gather(1, target.view(-1, 1)).squeeze(1)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode for the block, then restore each one's own flag.
+
+    Explanations are taken of the deployed model: BatchNorm uses its running
+    statistics (so a batch gives the same maps as its images one by one and the
+    statistics are not updated) and dropout is off.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def gradient_input(x: torch.Tensor, create_graph: bool) -> torch.Tensor:
+    """The tensor to differentiate with respect to.
+
+    With ``create_graph`` a caller's ``x`` that requires grad is used as it is,
+    so the map stays connected to the caller's graph; otherwise a detached copy
+    that requires grad, so the caller's graph is never extended and ``x.grad``
+    is never touched. Inference-mode tensors are cloned out of inference mode.
+    """
+    if x.is_inference():
+        with torch.inference_mode(False):
+            x = x.clone()
+    if create_graph and x.requires_grad:
+        return x
+    return x.detach().requires_grad_(True)
+
+
+def normalize_maps(maps: torch.Tensor, how: MapNormalization) -> torch.Tensor:
+    """Scale each ``[H, W]`` map of ``maps`` (``[N, H, W]``) as ``how`` says; an all-zero map stays zero."""
+    if how is MapNormalization.NONE:
+        return maps
+    peak = maps.flatten(1).amax(dim=1).clamp_min(torch.finfo(maps.dtype).tiny)
+    return maps / peak.view(-1, 1, 1)
+
+
+def resolve_layer(model: nn.Module, layer: str | None, explainer: str) -> nn.Module:
+    """The module a CAM hooks: ``model.cam_layer``, or the submodule named ``layer`` (e.g. ``'layer4'``)."""
+    if layer is None:
+        module = getattr(model, "cam_layer", None)
+        if not isinstance(module, nn.Module):
+            raise ExplainerError(f"Explainer {explainer!r}: model {type(model).__name__} has no 'cam_layer' module. "
+                                 "Give the model a cam_layer property (see the model contract) or pass the "
+                                 "explainer option layer='<submodule name>'.")
+        return module
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        names = ", ".join(name for name in modules if name and name.count(".") < 2)
+        raise ExplainerError(f"Explainer {explainer!r}: model {type(model).__name__} has no submodule "
+                             f"{layer!r}. Top-level names: {names}.")
+    return modules[layer]
+
+
+@contextmanager
+def capture_output(module: nn.Module, explainer: str) -> Iterator[list[torch.Tensor]]:
+    """Collect ``module``'s outputs during the block; the hook is removed on exit, even on error."""
+    outputs: list[torch.Tensor] = []
+
+    def keep(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            raise ContractError(f"Explainer {explainer!r}: the CAM layer {type(_module).__name__} returned "
+                                f"{type(output).__name__}; a CAM needs a feature map tensor [N, K, h, w]. "
+                                "Choose another layer with the explainer option layer=... .")
+        outputs.append(output)
+
+    handle = module.register_forward_hook(keep)
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+class ActivationCAM:
+    """Template of the class-activation-map family: a map from one layer's activation and gradient.
+
+    The base owns the bookkeeping: it hooks the layer for one forward pass
+    (removing the hook afterwards), differentiates the target logits with
+    ``torch.autograd.grad`` (so no ``.grad`` of the model or of ``x`` is
+    touched), upsamples bilinearly to the input (``align_corners=False``, the
+    same grid as OpenCV's ``INTER_LINEAR`` and Captum's ``interpolate``) and
+    normalises. A variant overrides :meth:`combine` only.
     """
 
+    name = "cam"
     differentiable = True
+
+    def __init__(self, *, layer: str | None = None, normalize: str = "max") -> None:
+        self.layer = layer
+        self.normalize = parse_option(MapNormalization, normalize, self.name, "normalize")
+
+    def combine(self, activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The map ``[N, h, w]`` at the layer's resolution, before the final ReLU."""
+        raise NotImplementedError
+
+    def layer_maps(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
+                   create_graph: bool = False) -> torch.Tensor:
+        """Non-negative maps ``[N, h, w]`` at the layer's resolution (before upsampling and normalisation)."""
+        check_batch(self.name, x, target)
+        layer = resolve_layer(model, self.layer, self.name)
+        with eval_mode(model), torch.enable_grad(), capture_output(layer, self.name) as outputs:
+            logits = model(gradient_input(x, create_graph))
+            if len(outputs) != 1:
+                raise ContractError(f"Explainer {self.name!r}: the CAM layer {type(layer).__name__} ran "
+                                    f"{len(outputs)} times in one forward pass; a CAM needs exactly one. "
+                                    "Choose a layer the model calls once (explainer option layer=...).")
+            activation = outputs[0]
+            scores = target_scores(self.name, logits, target)
+            (grad,) = torch.autograd.grad(scores.sum(), activation, create_graph=create_graph)
+        if not create_graph:
+            activation = activation.detach()
+        with torch.set_grad_enabled(create_graph):
+            return F.relu(self.combine(activation, grad))
 
     def explain(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
                 create_graph: bool = False) -> torch.Tensor:
-        captured: list[torch.Tensor] = []
-        handle = model.cam_layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
-            with torch.enable_grad():
-                inputs = x if x.requires_grad else x.detach().requires_grad_(True)
-                logits = model(inputs)
-                activation = captured[-1]
-                score = logits.gather(1, target.view(-1, 1).to(logits.device)).sum()
-                (grad,) = torch.autograd.grad(score, activation, create_graph=create_graph)
-        finally:
-            handle.remove()
+        """Maps ``[N, H, W]`` for class ``target[i]`` of image ``x[i]``, on ``x``'s device."""
+        cam = self.layer_maps(model, x, target, create_graph=create_graph)
+        with torch.set_grad_enabled(create_graph):
+            maps = F.interpolate(cam.unsqueeze(1), size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+            return normalize_maps(maps, self.normalize)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(layer={self.layer!r}, normalize={str(self.normalize)!r})"
+
+
+class GradCAM(ActivationCAM):
+    """Grad-CAM (Selvaraju et al., ICCV 2017): activations weighted by their spatially averaged gradient."""
+
+    name = "gradcam"
+
+    def combine(self, activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         weights = grad.mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * activation).sum(dim=1, keepdim=True))
-        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-        return cam if create_graph else cam.detach()
+        return (weights * activation).sum(dim=1)
 
 
-def make_gradcam() -> GradCAM:
+def make_gradcam(*, layer: str | None = None, normalize: str = "max") -> GradCAM:
     """Grad-CAM on the model's declared layer (the study's explainer)."""
-    return GradCAM()
+    return GradCAM(layer=layer, normalize=normalize)
 
 
 @hookimpl
 def register_explainers(register):
-    register(ExplainerSpec(name="gradcam", factory=make_gradcam, differentiable=True))
+    register(ExplainerSpec(name="gradcam", factory=make_gradcam, differentiable=True,
+                           options={"layer": None, "normalize": "max"}))
