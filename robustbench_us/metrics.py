@@ -1,0 +1,290 @@
+"""Per-cell metrics: prediction, explanation, localisation and perturbation size.
+
+Tensors in, plain Python floats out (``nan`` where a metric is undefined, e.g.
+sensitivity when no malignant image is present). Everything is vectorised
+torch and works on the input's device; the bootstrap draws its resamples from a
+seeded CPU generator so the same seed gives the same intervals on CPU and CUDA.
+
+Conventions (see docs/metrics.md):
+
+- malignant (label 1) is the positive class: sensitivity = malignant recall,
+  specificity = benign recall; ROC AUC scores ``softmax(logits)[:, 1]``;
+- a map's centroid is its centre of mass in pixel coordinates (row, col), pixel
+  ``(i, j)`` sitting at ``(i, j)``; a map that is zero everywhere has no centroid (nan);
+- Spearman uses average ranks for ties, exactly as ``scipy.stats.spearmanr``;
+- top-k intersection is the share of the clean map's top ``k = round(topk · H · W)``
+  pixels that are also among the attacked map's top k (ties broken by pixel index);
+- per-image values are averaged ignoring nan; a mean over no images is nan.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from robustbench_us.errors import ContractError
+
+#: Prediction metrics that get a bootstrap interval (all of :func:`prediction_metrics`'s point estimates).
+PREDICTION_KEYS = ("clean_accuracy", "adv_accuracy", "clean_sensitivity", "adv_sensitivity",
+                   "clean_specificity", "adv_specificity", "clean_auc", "adv_auc", "flip_rate")
+#: Explanation metrics reported over all images and, with suffix ``_kept``, over label-kept images.
+EXPLANATION_KEYS = ("centroid_px", "centroid_frac", "spearman", "topk_intersection")
+
+# Images per chunk when ranking whole maps: bounds memory at ~chunk·H·W·8 bytes per buffer.
+_RANK_CHUNK = 64
+
+
+# ---------------------------------------------------------------- helpers
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ContractError(message)
+
+
+def _nanmean(values: Tensor) -> float:
+    """Mean over the finite entries; nan when there are none."""
+    values = values.double().flatten()
+    finite = torch.isfinite(values)
+    if not bool(finite.any()):
+        return math.nan
+    return float(values[finite].mean())
+
+
+def _check_maps(maps_clean: Tensor, maps_adv: Tensor) -> None:
+    _check(maps_clean.dim() == 3 and maps_clean.shape == maps_adv.shape,
+           f"explanation metrics need clean and attacked heatmaps of the same shape [N, H, W]; got "
+           f"{tuple(maps_clean.shape)} and {tuple(maps_adv.shape)}. Check the explainer's explain() output.")
+
+
+# ------------------------------------------------------------- prediction
+def _resample_counts(n: int, n_boot: int, seed: int) -> Tensor:
+    """[n_boot, n] float64: how often each image appears in each bootstrap resample (row 0 … n_boot-1)."""
+    generator = torch.Generator().manual_seed(seed)
+    draws = torch.randint(n, (n_boot, n), generator=generator)
+    counts = torch.zeros(n_boot, n, dtype=torch.float64)
+    return counts.scatter_add_(1, draws, torch.ones_like(draws, dtype=torch.float64))
+
+
+def _weighted_rate(weights: Tensor, hit: Tensor, among: Tensor) -> Tensor:
+    """Σ w·hit·among / Σ w·among per row of ``weights`` [B, N]; nan where no weight falls in ``among``."""
+    among = among.double()
+    den = weights @ among
+    num = weights @ (hit.double() * among)
+    return torch.where(den > 0, num / den.clamp_min(1e-300), torch.full_like(den, math.nan))
+
+
+def _weighted_auc(weights: Tensor, scores: Tensor, y: Tensor) -> Tensor:
+    """ROC AUC per row of ``weights`` [B, N] (a weighted Mann–Whitney U, ties count one half)."""
+    uniq, inverse = torch.unique(scores, sorted=True, return_inverse=True)
+    pos, neg = (y == 1).double(), (y == 0).double()
+    w_pos = torch.zeros(weights.shape[0], len(uniq), dtype=torch.float64)
+    w_neg = torch.zeros_like(w_pos)
+    index = inverse.unsqueeze(0).expand_as(weights)
+    w_pos.scatter_add_(1, index, weights * pos)
+    w_neg.scatter_add_(1, index, weights * neg)
+    # Negatives strictly below each score value, plus half of those tied with it.
+    below = torch.cumsum(w_neg, dim=1) - w_neg
+    num = (w_pos * (below + 0.5 * w_neg)).sum(1)
+    den = w_pos.sum(1) * w_neg.sum(1)
+    return torch.where(den > 0, num / den.clamp_min(1e-300), torch.full_like(den, math.nan))
+
+
+def _prediction_table(weights: Tensor, y: Tensor, logits_clean: Tensor, logits_adv: Tensor) -> dict[str, Tensor]:
+    pred_clean, pred_adv = logits_clean.argmax(1), logits_adv.argmax(1)
+    everyone = torch.ones_like(y, dtype=torch.bool)
+    out: dict[str, Tensor] = {}
+    for tag, pred, logits in (("clean", pred_clean, logits_clean), ("adv", pred_adv, logits_adv)):
+        correct = pred == y
+        out[f"{tag}_accuracy"] = _weighted_rate(weights, correct, everyone)
+        out[f"{tag}_sensitivity"] = _weighted_rate(weights, correct, y == 1)
+        out[f"{tag}_specificity"] = _weighted_rate(weights, correct, y == 0)
+        out[f"{tag}_auc"] = _weighted_auc(weights, torch.softmax(logits, dim=1)[:, 1], y)
+    out["flip_rate"] = _weighted_rate(weights, pred_clean != pred_adv, everyone)
+    return out
+
+
+def prediction_metrics(y: Tensor, logits_clean: Tensor, logits_adv: Tensor, *, seed: int = 0,
+                       n_boot: int = 1000) -> dict[str, float]:
+    """Accuracy, sensitivity, specificity and ROC AUC clean and under attack, and the label-flip rate.
+
+    Each comes with ``<key>_ci_low`` / ``<key>_ci_high``: a percentile bootstrap 95 %
+    interval over ``n_boot`` resamples of the images drawn with ``seed``
+    (resamples where a metric is undefined, e.g. no malignant image, are left out).
+    """
+    _check(y.dim() == 1 and logits_clean.shape == (len(y), 2) and logits_adv.shape == (len(y), 2),
+           f"prediction metrics need labels [N] and logits [N, 2]; got {tuple(y.shape)}, "
+           f"{tuple(logits_clean.shape)} and {tuple(logits_adv.shape)}.")
+    _check(len(y) > 0, "prediction metrics need at least one image; the cell selected none.")
+    # A few hundred numbers: move them once to the CPU so intervals do not depend on the device.
+    y = y.detach().long().cpu()
+    logits_clean = logits_clean.detach().double().cpu()
+    logits_adv = logits_adv.detach().double().cpu()
+    point = _prediction_table(torch.ones(1, len(y), dtype=torch.float64), y, logits_clean, logits_adv)
+    result = {key: float(point[key][0]) for key in PREDICTION_KEYS}
+    if n_boot > 0:
+        boot = _prediction_table(_resample_counts(len(y), n_boot, seed), y, logits_clean, logits_adv)
+        levels = torch.tensor([0.025, 0.975], dtype=torch.float64)
+        for key in PREDICTION_KEYS:
+            low, high = torch.nanquantile(boot[key], levels).tolist()
+            result[f"{key}_ci_low"], result[f"{key}_ci_high"] = low, high
+    else:
+        for key in PREDICTION_KEYS:
+            result[f"{key}_ci_low"] = result[f"{key}_ci_high"] = math.nan
+    return result
+
+
+# ------------------------------------------------------------ explanation
+def centroids(maps: Tensor) -> Tensor:
+    """[N, 2] centre of mass (row, col) of each map in pixels; nan for a map whose mass is zero."""
+    _check(maps.dim() == 3, f"centroids need heatmaps [N, H, W]; got {tuple(maps.shape)}.")
+    maps = maps.double()
+    _, h, w = maps.shape
+    mass = maps.sum(dim=(1, 2))
+    rows = torch.arange(h, dtype=torch.float64, device=maps.device)
+    cols = torch.arange(w, dtype=torch.float64, device=maps.device)
+    row = (maps.sum(dim=2) * rows).sum(1) / mass
+    col = (maps.sum(dim=1) * cols).sum(1) / mass
+    out = torch.stack([row, col], dim=1)
+    return torch.where((mass > 0).unsqueeze(1), out, torch.full_like(out, math.nan))
+
+
+def centroid_shift_per_image(maps_clean: Tensor, maps_adv: Tensor) -> Tensor:
+    """[N] Euclidean distance in pixels between the clean and the attacked map's centroids."""
+    _check_maps(maps_clean, maps_adv)
+    return torch.linalg.vector_norm(centroids(maps_clean) - centroids(maps_adv), dim=1)
+
+
+def _doubled_ranks(values: Tensor) -> Tensor:
+    """Twice the average ranks (exact integers, int64) along the last dimension."""
+    m = values.shape[-1]
+    sorted_values, order = torch.sort(values, dim=-1)
+    position = torch.arange(m, device=values.device).expand_as(sorted_values)
+    starts_group = torch.ones_like(sorted_values, dtype=torch.bool)
+    starts_group[..., 1:] = sorted_values[..., 1:] != sorted_values[..., :-1]
+    del sorted_values
+    ends_group = torch.ones_like(starts_group)
+    ends_group[..., :-1] = starts_group[..., 1:]
+    # The first and last sorted position of each run of equal values; their mean + 1 is the average rank.
+    first = torch.cummax(torch.where(starts_group, position, 0), dim=-1).values
+    last = torch.cummin(torch.where(ends_group, position, m).flip(-1), dim=-1).values.flip(-1)
+    return torch.empty_like(first).scatter_(-1, order, first + last + 2)
+
+
+def average_ranks(values: Tensor) -> Tensor:
+    """Ranks 1…M along the last dimension, ties sharing their average rank (``scipy.stats.rankdata``)."""
+    return _doubled_ranks(values).double() / 2
+
+
+def spearman_per_image(maps_clean: Tensor, maps_adv: Tensor) -> Tensor:
+    """[N] Spearman rank correlation between each clean and attacked map (nan if either is constant)."""
+    _check_maps(maps_clean, maps_adv)
+    n, h, w = maps_clean.shape
+    centre = h * w + 1  # twice the mean rank
+    out = torch.empty(n, dtype=torch.float64, device=maps_clean.device)
+    for start in range(0, n, _RANK_CHUNK):
+        chunk = slice(start, start + _RANK_CHUNK)
+        a = (_doubled_ranks(maps_clean[chunk].flatten(1)) - centre).double()
+        b = (_doubled_ranks(maps_adv[chunk].flatten(1)) - centre).double()
+        den = torch.sqrt((a * a).sum(1) * (b * b).sum(1))
+        out[chunk] = torch.where(den > 0, (a * b).sum(1) / den.clamp_min(1e-300), math.nan)
+    return out
+
+
+def topk_count(shape: tuple[int, int], topk: float) -> int:
+    """How many pixels the top-k metric compares: ``round(topk · H · W)``, at least one."""
+    _check(0 < topk <= 1, f"topk must be a share of the pixels in (0, 1]; got {topk}.")
+    return max(1, round(topk * shape[0] * shape[1]))
+
+
+def _top_indices(maps: Tensor, k: int) -> Tensor:
+    # A stable descending sort breaks ties by pixel index, so the choice is deterministic.
+    return torch.sort(maps.flatten(1), dim=1, descending=True, stable=True).indices[:, :k]
+
+
+def topk_intersection_per_image(maps_clean: Tensor, maps_adv: Tensor, topk: float = 0.1) -> Tensor:
+    """[N] share of the clean map's top-k pixels that are also in the attacked map's top k."""
+    _check_maps(maps_clean, maps_adv)
+    n, h, w = maps_clean.shape
+    k = topk_count((h, w), topk)
+    hits = torch.zeros(n, h * w, dtype=torch.bool, device=maps_clean.device)
+    hits.scatter_(1, _top_indices(maps_clean, k), True)
+    both = hits.gather(1, _top_indices(maps_adv, k))
+    return both.double().sum(1) / k
+
+
+def mass_in_region_per_image(maps: Tensor, masks: Tensor) -> Tensor:
+    """[N] share of each map's mass inside its mask; nan where the map has no mass or the mask is empty."""
+    _check(maps.shape == masks.shape, f"heatmaps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ "
+                                      "in shape; masks must be [N, H, W] at the heatmap's resolution.")
+    maps = maps.double()
+    masks = masks.bool()
+    mass = maps.sum(dim=(1, 2))
+    inside = (maps * masks).sum(dim=(1, 2))
+    defined = (mass > 0) & masks.flatten(1).any(1)
+    return torch.where(defined, inside / mass.clamp_min(1e-300), torch.full_like(mass, math.nan))
+
+
+def explanation_metrics(maps_clean: Tensor, maps_adv: Tensor, flipped: Tensor, *, masks: Tensor | None = None,
+                        topk: float = 0.1) -> dict[str, float]:
+    """How far the heatmaps moved: centroid shift, Spearman, top-k intersection, lesion mass.
+
+    Each of ``centroid_px``, ``centroid_frac`` (of the image diagonal ``√(H²+W²)``),
+    ``spearman`` and ``topk_intersection`` is the mean over all images and, with the
+    suffix ``_kept``, over the images whose predicted label did not flip (nan if none).
+    ``n_kept`` counts those images. With lesion ``masks``: ``mass_in_lesion_clean`` and
+    ``mass_in_lesion_adv``, means over images whose mask is non-empty.
+    """
+    _check_maps(maps_clean, maps_adv)
+    n, h, w = maps_clean.shape
+    _check(flipped.shape == (n,), f"flipped must be [N] = [{n}] booleans; got {tuple(flipped.shape)}.")
+    kept = ~flipped.bool().to(maps_clean.device)
+    shift = centroid_shift_per_image(maps_clean, maps_adv)
+    per_image = {
+        "centroid_px": shift,
+        "centroid_frac": shift / math.hypot(h, w),
+        "spearman": spearman_per_image(maps_clean, maps_adv),
+        "topk_intersection": topk_intersection_per_image(maps_clean, maps_adv, topk),
+    }
+    result = {key: _nanmean(values) for key, values in per_image.items()}
+    result |= {f"{key}_kept": _nanmean(values[kept]) for key, values in per_image.items()}
+    result["n_kept"] = float(kept.sum())
+    if masks is not None:
+        masks = masks.to(maps_clean.device)
+        result["mass_in_lesion_clean"] = _nanmean(mass_in_region_per_image(maps_clean, masks))
+        result["mass_in_lesion_adv"] = _nanmean(mass_in_region_per_image(maps_adv, masks))
+    return result
+
+
+# ----------------------------------------------------------- segmentation
+def dice_per_image(seg_logits: Tensor, masks: Tensor) -> Tensor:
+    """[N] Dice of the thresholded mask head (logit > 0) against the true mask; 1 when both are empty."""
+    _check(seg_logits.dim() == 4 and seg_logits.shape[1] == 1 and seg_logits.shape[0:1] + seg_logits.shape[2:]
+           == masks.shape, f"Dice needs mask logits [N, 1, H, W] and masks [N, H, W]; got "
+           f"{tuple(seg_logits.shape)} and {tuple(masks.shape)}.")
+    pred = (seg_logits[:, 0] > 0).flatten(1).double()
+    truth = masks.to(seg_logits.device).bool().flatten(1).double()
+    overlap = (pred * truth).sum(1)
+    total = pred.sum(1) + truth.sum(1)
+    return torch.where(total > 0, 2 * overlap / total.clamp_min(1e-300), torch.ones_like(total))
+
+
+def segmentation_metrics(seg_logits_clean: Tensor, seg_logits_adv: Tensor, masks: Tensor) -> dict[str, float]:
+    """Mean Dice of the segmentation head on clean and on attacked images."""
+    return {"dice_clean": _nanmean(dice_per_image(seg_logits_clean, masks)),
+            "dice_adv": _nanmean(dice_per_image(seg_logits_adv, masks))}
+
+
+# ----------------------------------------------------------- perturbation
+def perturbation_metrics(x: Tensor, x_adv: Tensor) -> dict[str, float]:
+    """Size of the perturbation: per-image L∞ and L2, mean and max, in [0, 1] units and grey levels (×255)."""
+    _check(x.shape == x_adv.shape and x.dim() >= 2,
+           f"perturbation metrics need clean and attacked images of the same shape; got {tuple(x.shape)} and "
+           f"{tuple(x_adv.shape)}.")
+    delta = (x_adv.detach().double() - x.detach().double()).flatten(1)
+    linf = delta.abs().amax(1)
+    l2 = torch.linalg.vector_norm(delta, dim=1)
+    result = {"linf": float(linf.mean()), "linf_max": float(linf.max()),
+              "l2": float(l2.mean()), "l2_max": float(l2.max())}
+    result |= {f"{key}_grey": value * 255 for key, value in list(result.items())}
+    return result
