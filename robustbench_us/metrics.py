@@ -138,13 +138,15 @@ def prediction_metrics(y: Tensor, logits_clean: Tensor, logits_adv: Tensor, *, s
 def centroids(maps: Tensor) -> Tensor:
     """[N, 2] centre of mass (row, col) of each map in pixels; nan for a map whose mass is zero."""
     _check(maps.dim() == 3, f"centroids need heatmaps [N, H, W]; got {tuple(maps.shape)}.")
-    maps = maps.double()
     _, h, w = maps.shape
-    mass = maps.sum(dim=(1, 2))
+    # Sum in float64 without materialising a float64 copy of every map.
+    row_mass = maps.sum(dim=2, dtype=torch.float64)
+    col_mass = maps.sum(dim=1, dtype=torch.float64)
+    mass = row_mass.sum(1)
     rows = torch.arange(h, dtype=torch.float64, device=maps.device)
     cols = torch.arange(w, dtype=torch.float64, device=maps.device)
-    row = (maps.sum(dim=2) * rows).sum(1) / mass
-    col = (maps.sum(dim=1) * cols).sum(1) / mass
+    row = (row_mass * rows).sum(1) / mass
+    col = (col_mass * cols).sum(1) / mass
     out = torch.stack([row, col], dim=1)
     return torch.where((mass > 0).unsqueeze(1), out, torch.full_like(out, math.nan))
 
@@ -197,9 +199,15 @@ def topk_count(shape: tuple[int, int], topk: float) -> int:
     return max(1, round(topk * shape[0] * shape[1]))
 
 
-def _top_indices(maps: Tensor, k: int) -> Tensor:
-    # A stable descending sort breaks ties by pixel index, so the choice is deterministic.
-    return torch.sort(maps.flatten(1), dim=1, descending=True, stable=True).indices[:, :k]
+def _top_members(maps: Tensor, k: int) -> Tensor:
+    """[N, H·W] bool: each map's k largest pixels, ties at the threshold going to the lowest pixel index."""
+    flat = maps.flatten(1)
+    threshold = torch.topk(flat, k, dim=1).values[:, -1:]
+    above = flat > threshold
+    at = flat == threshold
+    room = k - above.sum(1, keepdim=True)
+    # Deterministic on every device, unlike topk's own choice among equal values, and no full sort.
+    return above | (at & (torch.cumsum(at, dim=1) <= room))
 
 
 def topk_intersection_per_image(maps_clean: Tensor, maps_adv: Tensor, topk: float = 0.1) -> Tensor:
@@ -207,20 +215,21 @@ def topk_intersection_per_image(maps_clean: Tensor, maps_adv: Tensor, topk: floa
     _check_maps(maps_clean, maps_adv)
     n, h, w = maps_clean.shape
     k = topk_count((h, w), topk)
-    hits = torch.zeros(n, h * w, dtype=torch.bool, device=maps_clean.device)
-    hits.scatter_(1, _top_indices(maps_clean, k), True)
-    both = hits.gather(1, _top_indices(maps_adv, k))
-    return both.double().sum(1) / k
+    out = torch.empty(n, dtype=torch.float64, device=maps_clean.device)
+    for start in range(0, n, _RANK_CHUNK):
+        chunk = slice(start, start + _RANK_CHUNK)
+        both = _top_members(maps_clean[chunk], k) & _top_members(maps_adv[chunk], k)
+        out[chunk] = both.sum(1).double() / k
+    return out
 
 
 def mass_in_region_per_image(maps: Tensor, masks: Tensor) -> Tensor:
     """[N] share of each map's mass inside its mask; nan where the map has no mass or the mask is empty."""
     _check(maps.shape == masks.shape, f"heatmaps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ "
                                       "in shape; masks must be [N, H, W] at the heatmap's resolution.")
-    maps = maps.double()
     masks = masks.bool()
-    mass = maps.sum(dim=(1, 2))
-    inside = (maps * masks).sum(dim=(1, 2))
+    mass = maps.sum(dim=(1, 2), dtype=torch.float64)
+    inside = torch.where(masks, maps, 0).sum(dim=(1, 2), dtype=torch.float64)
     defined = (mass > 0) & masks.flatten(1).any(1)
     return torch.where(defined, inside / mass.clamp_min(1e-300), torch.full_like(mass, math.nan))
 

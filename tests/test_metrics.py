@@ -195,3 +195,24 @@ def test_perturbation_sizes_by_hand():
     assert out["l2_max"] == pytest.approx(2 / 255 * math.sqrt(12), rel=1e-6)
     assert out["l2"] == pytest.approx((1 / 255 + 2 / 255 * math.sqrt(12)) / 2, rel=1e-6)
     assert out["l2_grey"] == pytest.approx(out["l2"] * 255)
+
+
+def test_topk_ties_go_to_the_lowest_pixel_index():
+    clean = torch.zeros(1, 4, 4)
+    clean[0, 3, 3] = 1.0  # top 4: pixel 15, then the three lowest-indexed zeros 0, 1, 2
+    adv = torch.zeros(1, 4, 4)
+    adv[0, 0, 0] = 1.0  # top 4: pixel 0, then zeros 1, 2, 3
+    assert metrics.topk_intersection_per_image(clean, adv, topk=0.25).item() == pytest.approx(0.75)  # {0, 1, 2}
+
+
+def test_topk_matches_a_sort_based_reference():
+    g = torch.Generator().manual_seed(5)
+    clean = torch.relu(torch.randn(7, 12, 12, generator=g)).round(decimals=1)
+    adv = torch.relu(clean + torch.randn(7, 12, 12, generator=g)).round(decimals=1)
+    k = metrics.topk_count((12, 12), 0.2)
+    ref = []
+    for a, b in zip(clean.flatten(1).tolist(), adv.flatten(1).tolist()):
+        top_a = set(sorted(range(144), key=lambda i: (-a[i], i))[:k])
+        top_b = set(sorted(range(144), key=lambda i: (-b[i], i))[:k])
+        ref.append(len(top_a & top_b) / k)
+    assert metrics.topk_intersection_per_image(clean, adv, topk=0.2).tolist() == pytest.approx(ref)
