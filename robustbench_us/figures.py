@@ -153,7 +153,7 @@ def _case_figure(case: Case, title: str, x: Tensor, x_adv: Tensor, map_clean: Te
     bar.set_label("grey levels (of 255)", fontsize=8)
     fig.suptitle(_plain(f"{title} — image {case.image_id}"), fontsize=10)
     fig.text(0.5, 0.02, _plain(f"chosen by rule: {case.rule}"), ha="center", fontsize=8, color="#444444")
-    fig.subplots_adjust(left=0.02, right=0.95, top=0.8, bottom=0.08, wspace=0.08)
+    fig.subplots_adjust(left=0.02, right=0.93, top=0.8, bottom=0.08, wspace=0.08)
     return fig
 
 

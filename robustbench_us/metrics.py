@@ -297,3 +297,39 @@ def perturbation_metrics(x: Tensor, x_adv: Tensor) -> dict[str, float]:
               "l2": float(l2.mean()), "l2_max": float(l2.max())}
     result |= {f"{key}_grey": value * 255 for key, value in list(result.items())}
     return result
+
+
+#: One line per metric a record may carry (interval keys ``<key>_ci_low``/``_ci_high`` are described by their
+#: base key). The site shows these as column tooltips; docs/metrics.md documents each in full.
+METRIC_DESCRIPTIONS: dict[str, str] = {
+    "clean_accuracy": "share of clean images classified correctly",
+    "adv_accuracy": "share of attacked images classified correctly",
+    "clean_sensitivity": "malignant recall on clean images",
+    "adv_sensitivity": "malignant recall on attacked images",
+    "clean_specificity": "benign recall on clean images",
+    "adv_specificity": "benign recall on attacked images",
+    "clean_auc": "ROC AUC of p(malignant) on clean images",
+    "adv_auc": "ROC AUC of p(malignant) on attacked images",
+    "flip_rate": "share of images whose predicted label changed under attack",
+    "centroid_px": "mean distance between clean and attacked heatmap centroids, pixels",
+    "centroid_frac": "mean centroid distance as a fraction of the image diagonal",
+    "spearman": "mean Spearman rank correlation between clean and attacked heatmaps",
+    "topk_intersection": "mean share of the clean top-10 % pixels still in the attacked top 10 %",
+    "centroid_px_kept": "centroid distance (pixels) over images whose label did not flip",
+    "centroid_frac_kept": "centroid distance (fraction of diagonal) over images whose label did not flip",
+    "spearman_kept": "Spearman correlation over images whose label did not flip",
+    "topk_intersection_kept": "top-k intersection over images whose label did not flip",
+    "n_kept": "number of images whose label did not flip",
+    "mass_in_lesion_clean": "share of clean heatmap mass inside the lesion mask",
+    "mass_in_lesion_adv": "share of attacked heatmap mass inside the lesion mask",
+    "dice_clean": "Dice of the segmentation head on clean images",
+    "dice_adv": "Dice of the segmentation head on attacked images",
+    "linf": "mean per-image L∞ perturbation, [0, 1] units",
+    "linf_max": "largest per-image L∞ perturbation, [0, 1] units",
+    "l2": "mean per-image L2 perturbation, [0, 1] units",
+    "l2_max": "largest per-image L2 perturbation, [0, 1] units",
+    "linf_grey": "mean per-image L∞ perturbation, grey levels",
+    "linf_max_grey": "largest per-image L∞ perturbation, grey levels",
+    "l2_grey": "mean per-image L2 perturbation, grey levels",
+    "l2_max_grey": "largest per-image L2 perturbation, grey levels",
+}

@@ -216,3 +216,21 @@ def test_topk_matches_a_sort_based_reference():
         top_b = set(sorted(range(144), key=lambda i: (-b[i], i))[:k])
         ref.append(len(top_a & top_b) / k)
     assert metrics.topk_intersection_per_image(clean, adv, topk=0.2).tolist() == pytest.approx(ref)
+
+
+def test_every_metric_is_described_and_documented():
+    from pathlib import Path
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(3, 8, 8, generator=g)
+    keys = set(metrics.prediction_metrics(torch.tensor([0, 1, 1]), torch.randn(3, 2, generator=g),
+                                          torch.randn(3, 2, generator=g), n_boot=5))
+    keys |= set(metrics.explanation_metrics(maps, maps.flip(-1), torch.tensor([False, True, False]),
+                                            masks=maps > 0.5))
+    keys |= set(metrics.segmentation_metrics(torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8), maps > 0.5))
+    keys |= set(metrics.perturbation_metrics(torch.zeros(3, 3, 8, 8), torch.ones(3, 3, 8, 8) / 255))
+    base = {k.removesuffix("_ci_low").removesuffix("_ci_high") for k in keys}
+    assert base == set(metrics.METRIC_DESCRIPTIONS)
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text(encoding="utf-8")
+    missing = [k for k in sorted(base) if f"`{k}`" not in doc]
+    assert not missing, f"docs/metrics.md does not document {missing}"
