@@ -121,8 +121,12 @@ def _weights_path(variant: str, pretrained: str) -> Path:
     return path
 
 
-def _find_cam_layer(backbone: nn.Module, input_size: int) -> tuple[str, torch.Size]:
-    """Name of the outermost module producing ``forward_features``' output, and that output's shape."""
+def _probe(backbone: nn.Module, input_size: int) -> tuple[str, torch.Size, int]:
+    """The cam layer's name, the shape of ``forward_features``' output and the width of the pooled features.
+
+    The cam layer is the module producing ``forward_features``' output: timm's last
+    ``feature_info`` stage when it is one, else the outermost such module.
+    """
     produced: list[tuple[str, torch.Tensor]] = []
     handles = [module.register_forward_hook(lambda m, i, o, name=name: produced.append((name, o)))
                for name, module in backbone.named_modules() if name]
@@ -131,6 +135,8 @@ def _find_cam_layer(backbone: nn.Module, input_size: int) -> tuple[str, torch.Si
         backbone.eval()
         with torch.no_grad():
             feats = backbone.forward_features(torch.zeros(1, 3, input_size, input_size))
+            # The head may widen the features (e.g. MobileNetV3's conv_head), so measure it.
+            pooled = int(backbone.forward_head(feats, pre_logits=True).shape[-1])
     finally:
         for handle in handles:
             handle.remove()
@@ -142,12 +148,12 @@ def _find_cam_layer(backbone: nn.Module, input_size: int) -> tuple[str, torch.Si
     producers = [name for name, output in produced
                  if output is feats and not isinstance(backbone.get_submodule(name), nn.Identity)]
     if stage in producers:  # timm's own name for the last stage, e.g. layer4, stages.3
-        return stage, feats.shape
+        return stage, feats.shape, pooled
     if producers:  # forward hooks fire when a module finishes, so the outermost producer comes last
-        return producers[-1], feats.shape
+        return producers[-1], feats.shape, pooled
     if stage:
         logger.warning("timm: no module outputs forward_features' result directly; cam_layer = %s", stage)
-        return stage, feats.shape
+        return stage, feats.shape, pooled
     raise PluginError(f"Cannot find the last feature stage of {type(backbone).__name__}: no module returns "
                       "forward_features' output and it has no feature_info.")
 
@@ -166,11 +172,11 @@ class TimmClassifier(nn.Module):
         self.init = f"imagenet:{weights}" if weights is not None else "scratch"
         cfg = dict(getattr(self.backbone, "pretrained_cfg", {}) or {})
         self.normalize = Normalize(tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
-        self.num_features = int(self.backbone.num_features)
-        self.head = nn.Linear(self.num_features, num_classes)
-        self._cam_name, shape = _find_cam_layer(self.backbone, self.input_size)
+        self._cam_name, shape, pooled = _probe(self.backbone, self.input_size)
+        self.head = nn.Linear(pooled, num_classes)
+        channels = int(self.backbone.num_features)
         if len(shape) == 4:
-            self.cam_layout = "nchw" if shape[1] == self.num_features or shape[-1] != self.num_features else "nhwc"
+            self.cam_layout = "nchw" if shape[1] == channels or shape[-1] != channels else "nhwc"
         else:
             self.cam_layout = "nlc"
         self.decoder: MaskDecoder | None = None
