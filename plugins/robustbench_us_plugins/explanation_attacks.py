@@ -16,47 +16,25 @@ iterate, judged on the real model's map; if none beats the clean image, the clea
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustbench_us import AttackSpec, AttackTarget, Norm, hookimpl
+from robustbench_us import AttackSpec, AttackTarget, Norm, hookimpl, metrics
 from robustbench_us.attack_utils import (AttackError, apply_step, center_of_mass, check_eps, check_positive,
                                          check_region, finish, normalize_maps, predict, region_weights, topk_mask)
+from robustbench_us.softplus import softplus_relu
 
 DEFAULT_EPS = 8 / 255  # Ghorbani et al. use ε = 8 on the 0-255 scale
 DEFAULT_STEPS = 20
 DEFAULT_BETA = 50.0  # large enough that the smoothed map stays close to the ReLU map
+DEFAULT_TOPK = 0.1  # share of pixels, as metrics.topk_intersection_per_image
 TARGETS = ("opposite-blob", "mirror")
-
-
-@contextlib.contextmanager
-def _swap_relus(model: nn.Module, beta: float) -> Iterator[nn.Module]:
-    """Fallback for ``robustbench_us.softplus.softplus_relu`` while that module does not exist."""
-    swapped: list[tuple[nn.Module, str, nn.Module]] = []
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, nn.ReLU):
-                swapped.append((parent, name, child))
-                setattr(parent, name, nn.Softplus(beta=beta))
-    try:
-        yield model
-    finally:
-        for parent, name, child in swapped:
-            setattr(parent, name, child)
 
 
 def smoothed(model: nn.Module, beta: float | None) -> contextlib.AbstractContextManager:
     """A context in which ``model``'s ReLUs are Softplus(β); a no-op for ``beta=None`` or 0."""
-    if not beta:
-        return contextlib.nullcontext(model)
-    try:
-        from robustbench_us.softplus import softplus_relu
-    except ImportError:
-        return _swap_relus(model, beta)
-    return softplus_relu(model, beta)
+    return softplus_relu(model, beta) if beta else contextlib.nullcontext()
 
 
 class MapAttack:
@@ -141,29 +119,27 @@ class MapAttack:
 class TopKAttack(MapAttack):
     """Top-k attack (Ghorbani et al. 2019): lower the map's mass on the clean map's top-k pixels.
 
-    Scored by top-k intersection (share of the clean top-k pixels still in the top k).
+    Scored by top-k intersection (share of the clean top-k pixels still in the top k,
+    ``metrics.topk_intersection_per_image`` with the same ``topk`` share).
     """
 
     name = "topk"
 
-    def __init__(self, eps: float, *, k: int | None = None, k_fraction: float = 0.02, **options) -> None:
+    def __init__(self, eps: float, *, topk: float = DEFAULT_TOPK, **options) -> None:
         super().__init__(eps, **options)
-        self.k = None if k is None else int(check_positive(k, "k", attack=self.name))
-        self.k_fraction = check_positive(k_fraction, "k_fraction", attack=self.name)
-
-    def _k(self, maps: torch.Tensor) -> int:
-        pixels = maps.shape[-2] * maps.shape[-1]
-        return min(pixels, self.k if self.k is not None else max(1, round(self.k_fraction * pixels)))
+        self.topk = check_positive(topk, "topk", attack=self.name)
+        if self.topk > 1:
+            raise AttackError(f"attack 'topk': topk={topk} is a share of the pixels in (0, 1], e.g. 0.1.")
 
     def prepare(self, clean_maps, clean_logits):
-        return {"top": topk_mask(clean_maps, self._k(clean_maps))}
+        k = metrics.topk_count(tuple(clean_maps.shape[-2:]), self.topk)
+        return {"top": topk_mask(clean_maps, k), "clean": clean_maps}
 
     def loss(self, maps, logits, state):
         return (normalize_maps(maps) * state["top"]).sum(dim=(1, 2))
 
     def score(self, maps, state):
-        top = state["top"]
-        return (topk_mask(maps, self._k(maps)) & top).sum(dim=(1, 2)).to(maps.dtype) / top.sum(dim=(1, 2))
+        return metrics.topk_intersection_per_image(state["clean"], maps, self.topk).to(maps.dtype)
 
 
 class MassCenterAttack(MapAttack):
@@ -184,13 +160,15 @@ class MassCenterAttack(MapAttack):
         offsets = corners.unsqueeze(0) - center.unsqueeze(1)  # [N, 4, 2]
         farthest = offsets.norm(dim=2).argmax(dim=1)
         direction = offsets[torch.arange(len(center), device=center.device), farthest]
-        return {"center": center, "direction": direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)}
+        return {"center": center, "clean": clean_maps,
+                "direction": direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)}
 
     def loss(self, maps, logits, state):
         return -((center_of_mass(maps) - state["center"]) * state["direction"]).sum(dim=1)
 
     def score(self, maps, state):
-        return -(center_of_mass(maps) - state["center"]).norm(dim=1)
+        shift = metrics.centroid_shift_per_image(state["clean"], maps)
+        return -torch.nan_to_num(shift, nan=0.0).to(maps.dtype)  # a map with no mass has no centre to move
 
 
 def opposite_blob(clean_maps: torch.Tensor, sigma_fraction: float = 0.125) -> torch.Tensor:
@@ -231,7 +209,7 @@ class TargetMapAttack(MapAttack):
     def _target(self, clean_maps: torch.Tensor) -> torch.Tensor:
         if self.target_map is not None:
             t = torch.as_tensor(self.target_map, dtype=clean_maps.dtype, device=clean_maps.device)
-            if t.dim() == 2:
+            if t.dim() == 2 and t.shape == clean_maps.shape[-2:]:
                 t = t.expand_as(clean_maps)
             if t.shape != clean_maps.shape or bool((t < 0).any()):
                 raise AttackError(f"attack 'target-map': target_map of shape {tuple(t.shape)} must be non-negative "
@@ -261,10 +239,10 @@ def _mean_one(maps: torch.Tensor) -> torch.Tensor:
 
 
 def make_topk(*, eps: float = DEFAULT_EPS, steps: int = DEFAULT_STEPS, step_size: float | None = None,
-              k: int | None = None, k_fraction: float = 0.02, softplus_beta: float | None = DEFAULT_BETA,
+              topk: float = DEFAULT_TOPK, softplus_beta: float | None = DEFAULT_BETA,
               region: str = "all") -> TopKAttack:
     """Top-k explanation attack (Ghorbani et al. 2019): lower the clean top-k pixels' share; label kept."""
-    return TopKAttack(eps, steps=steps, step_size=step_size, k=k, k_fraction=k_fraction,
+    return TopKAttack(eps, steps=steps, step_size=step_size, topk=topk,
                       softplus_beta=softplus_beta, region=region)
 
 
@@ -288,7 +266,7 @@ _COMMON = {"steps": DEFAULT_STEPS, "step_size": None, "softplus_beta": DEFAULT_B
 @hookimpl
 def register_attacks(register):
     for name, factory, extra in (
-        ("topk", make_topk, {"k": None, "k_fraction": 0.02}),
+        ("topk", make_topk, {"topk": DEFAULT_TOPK}),
         ("mass-center", make_mass_center, {}),
         ("target-map", make_target_map, {"target": "opposite-blob", "gamma": 1.0}),
     ):
