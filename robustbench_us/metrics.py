@@ -104,6 +104,7 @@ def _prediction_table(weights: Tensor, y: Tensor, logits_clean: Tensor, logits_a
     return out
 
 
+@torch.no_grad()
 def prediction_metrics(y: Tensor, logits_clean: Tensor, logits_adv: Tensor, *, seed: int = 0,
                        n_boot: int = 1000) -> dict[str, float]:
     """Accuracy, sensitivity, specificity and ROC AUC clean and under attack, and the label-flip rate.
@@ -135,6 +136,7 @@ def prediction_metrics(y: Tensor, logits_clean: Tensor, logits_adv: Tensor, *, s
 
 
 # ------------------------------------------------------------ explanation
+@torch.no_grad()
 def centroids(maps: Tensor) -> Tensor:
     """[N, 2] centre of mass (row, col) of each map in pixels; nan for a map whose mass is zero."""
     _check(maps.dim() == 3, f"centroids need heatmaps [N, H, W]; got {tuple(maps.shape)}.")
@@ -151,6 +153,7 @@ def centroids(maps: Tensor) -> Tensor:
     return torch.where((mass > 0).unsqueeze(1), out, torch.full_like(out, math.nan))
 
 
+@torch.no_grad()
 def centroid_shift_per_image(maps_clean: Tensor, maps_adv: Tensor) -> Tensor:
     """[N] Euclidean distance in pixels between the clean and the attacked map's centroids."""
     _check_maps(maps_clean, maps_adv)
@@ -173,11 +176,13 @@ def _doubled_ranks(values: Tensor) -> Tensor:
     return torch.empty_like(first).scatter_(-1, order, first + last + 2)
 
 
+@torch.no_grad()
 def average_ranks(values: Tensor) -> Tensor:
     """Ranks 1…M along the last dimension, ties sharing their average rank (``scipy.stats.rankdata``)."""
     return _doubled_ranks(values).double() / 2
 
 
+@torch.no_grad()
 def spearman_per_image(maps_clean: Tensor, maps_adv: Tensor) -> Tensor:
     """[N] Spearman rank correlation between each clean and attacked map (nan if either is constant)."""
     _check_maps(maps_clean, maps_adv)
@@ -210,6 +215,7 @@ def _top_members(maps: Tensor, k: int) -> Tensor:
     return above | (at & (torch.cumsum(at, dim=1) <= room))
 
 
+@torch.no_grad()
 def topk_intersection_per_image(maps_clean: Tensor, maps_adv: Tensor, topk: float = 0.1) -> Tensor:
     """[N] share of the clean map's top-k pixels that are also in the attacked map's top k."""
     _check_maps(maps_clean, maps_adv)
@@ -223,6 +229,7 @@ def topk_intersection_per_image(maps_clean: Tensor, maps_adv: Tensor, topk: floa
     return out
 
 
+@torch.no_grad()
 def mass_in_region_per_image(maps: Tensor, masks: Tensor) -> Tensor:
     """[N] share of each map's mass inside its mask; nan where the map has no mass or the mask is empty."""
     _check(maps.shape == masks.shape, f"heatmaps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ "
@@ -234,6 +241,7 @@ def mass_in_region_per_image(maps: Tensor, masks: Tensor) -> Tensor:
     return torch.where(defined, inside / mass.clamp_min(1e-300), torch.full_like(mass, math.nan))
 
 
+@torch.no_grad()
 def explanation_metrics(maps_clean: Tensor, maps_adv: Tensor, flipped: Tensor, *, masks: Tensor | None = None,
                         topk: float = 0.1) -> dict[str, float]:
     """How far the heatmaps moved: centroid shift, Spearman, top-k intersection, lesion mass.
@@ -266,6 +274,7 @@ def explanation_metrics(maps_clean: Tensor, maps_adv: Tensor, flipped: Tensor, *
 
 
 # ----------------------------------------------------------- segmentation
+@torch.no_grad()
 def dice_per_image(seg_logits: Tensor, masks: Tensor) -> Tensor:
     """[N] Dice of the thresholded mask head (logit > 0) against the true mask; 1 when both are empty."""
     _check(seg_logits.dim() == 4 and seg_logits.shape[1] == 1 and seg_logits.shape[0:1] + seg_logits.shape[2:]
@@ -278,6 +287,7 @@ def dice_per_image(seg_logits: Tensor, masks: Tensor) -> Tensor:
     return torch.where(total > 0, 2 * overlap / total.clamp_min(1e-300), torch.ones_like(total))
 
 
+@torch.no_grad()
 def segmentation_metrics(seg_logits_clean: Tensor, seg_logits_adv: Tensor, masks: Tensor) -> dict[str, float]:
     """Mean Dice of the segmentation head on clean and on attacked images."""
     return {"dice_clean": _nanmean(dice_per_image(seg_logits_clean, masks)),
@@ -285,6 +295,7 @@ def segmentation_metrics(seg_logits_clean: Tensor, seg_logits_adv: Tensor, masks
 
 
 # ----------------------------------------------------------- perturbation
+@torch.no_grad()
 def perturbation_metrics(x: Tensor, x_adv: Tensor) -> dict[str, float]:
     """Size of the perturbation: per-image L∞ and L2, mean and max, in [0, 1] units and grey levels (×255)."""
     _check(x.shape == x_adv.shape and x.dim() >= 2,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import rankdata, spearmanr
 from sklearn.metrics import roc_auc_score
 
@@ -219,8 +222,6 @@ def test_topk_matches_a_sort_based_reference():
 
 
 def test_every_metric_is_described_and_documented():
-    from pathlib import Path
-
     g = torch.Generator().manual_seed(0)
     maps = torch.rand(3, 8, 8, generator=g)
     keys = set(metrics.prediction_metrics(torch.tensor([0, 1, 1]), torch.randn(3, 2, generator=g),
@@ -234,3 +235,31 @@ def test_every_metric_is_described_and_documented():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text(encoding="utf-8")
     missing = [k for k in sorted(base) if f"`{k}`" not in doc]
     assert not missing, f"docs/metrics.md does not document {missing}"
+
+
+_small_values = st.lists(st.integers(0, 4), min_size=4, max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_small_values, st.data())
+def test_spearman_and_ranks_match_scipy_on_any_ties(a, data):
+    b = data.draw(st.lists(st.integers(0, 4), min_size=len(a), max_size=len(a)))
+    ta = torch.tensor(a, dtype=torch.float32).reshape(1, 1, -1)
+    tb = torch.tensor(b, dtype=torch.float32).reshape(1, 1, -1)
+    np.testing.assert_array_equal(metrics.average_ranks(ta.flatten(1)).numpy()[0], rankdata(a))
+    expected = spearmanr(a, b).statistic if len(set(a)) > 1 and len(set(b)) > 1 else math.nan
+    ours = metrics.spearman_per_image(ta, tb).item()
+    assert (math.isnan(ours) and math.isnan(expected)) or ours == pytest.approx(expected, abs=1e-10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(-3, 3)), min_size=2, max_size=30))
+def test_auc_matches_sklearn_on_any_ties(pairs):
+    y = torch.tensor([p[0] for p in pairs])
+    logits = torch.stack([torch.zeros(len(pairs)), torch.tensor([float(p[1]) for p in pairs])], 1)
+    ours = metrics.prediction_metrics(y, logits, logits, n_boot=0)["clean_auc"]
+    if len(set(y.tolist())) < 2:
+        assert math.isnan(ours)
+    else:
+        expected = roc_auc_score(y.numpy(), torch.softmax(logits.double(), 1)[:, 1].numpy())
+        assert ours == pytest.approx(expected, abs=1e-12)
