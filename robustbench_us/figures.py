@@ -131,7 +131,10 @@ def _case_figure(case: Case, title: str, x: Tensor, x_adv: Tensor, map_clean: Te
     """Three panels: original + heatmap, perturbed + heatmap, amplified difference with its true range."""
     image = x.detach().double().mean(0).cpu().numpy()  # grayscale is repeated over the 3 channels
     image_adv = x_adv.detach().double().mean(0).cpu().numpy()
-    delta_grey = ((x_adv.detach().double() - x.detach().double()) * 255).mean(0).cpu().numpy()
+    delta = (x_adv.detach().double() - x.detach().double()) * 255
+    # Channels may be perturbed differently: show, per pixel, the channel that changed most (signed).
+    delta_grey = delta.gather(0, delta.abs().argmax(0, keepdim=True))[0].cpu().numpy()
+    low, high = float(delta.min()), float(delta.max())
     centre = centroids(torch.stack([map_clean, map_adv]).detach()).cpu().numpy()
     heat, heat_adv = map_clean.detach().double().cpu().numpy(), map_adv.detach().double().cpu().numpy()
 
@@ -143,8 +146,7 @@ def _case_figure(case: Case, title: str, x: Tensor, x_adv: Tensor, map_clean: Te
     _overlay(axes[0], image, heat, centre[0], f"original: {said(label_clean, prob_clean)}")
     _overlay(axes[1], image_adv, heat_adv, centre[1],
              f"perturbed: {said(label_adv, prob_adv)}\ncentroid moved {case.centroid_shift_px:.1f} px")
-    low, high = float(delta_grey.min()), float(delta_grey.max())
-    bound = max(abs(low), abs(high)) or 1.0
+    bound = float(abs(delta_grey).max()) or 1.0
     shown = axes[2].imshow(delta_grey, cmap="seismic", vmin=-bound, vmax=bound, interpolation="nearest")
     axes[2].set_title(f"difference, amplified to full contrast\ntrue range [{low:.2f}, {high:.2f}] grey levels",
                       fontsize=9)
