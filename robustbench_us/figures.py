@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -119,9 +120,14 @@ def _save(fig: Figure, path: Path) -> Path:
 def _overlay(ax: Any, image: np.ndarray, heat: np.ndarray, centre: np.ndarray, title: str) -> None:
     ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     peak = float(heat.max())
-    ax.imshow(heat / peak if peak > 0 else heat, cmap="jet", alpha=0.4, vmin=0.0, vmax=1.0, interpolation="bilinear")
+    scaled = np.clip(heat / peak, 0.0, 1.0) if peak > 0 else np.zeros_like(heat)
+    # Opacity follows the heat, so the ultrasound stays visible where the map is cold.
+    rgba = colormaps["jet"](scaled)
+    rgba[..., 3] = 0.65 * scaled
+    ax.imshow(rgba, interpolation="bilinear")
     if np.isfinite(centre).all():
-        ax.plot([centre[1]], [centre[0]], marker="+", color="white", markersize=14, markeredgewidth=2)
+        ax.plot([centre[1]], [centre[0]], marker="P", markersize=12, markerfacecolor="white",
+                markeredgecolor="black", markeredgewidth=1.2, linestyle="none")
     ax.set_title(title, fontsize=9)
     ax.set_axis_off()
 
