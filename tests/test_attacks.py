@@ -23,6 +23,15 @@ FAST_OPTIONS = {"ifgsm": {"steps": 3}, "pgd": {"steps": 3}, "pgd-l2": {"steps": 
                 "mass-center": {"steps": 3}, "target-map": {"steps": 3}}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors on a shared 2-core machine: extra intra-op threads only thrash (tens of times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class LinearNet(nn.Module):
     """Logits ``[-s/2, s/2]`` with ``s = Σ w·x + b``: its gradients and margins are known by hand."""
 
@@ -52,23 +61,16 @@ def lesion_data(n: int, seed: int, size: int = 16, contrast: float = 0.2):
 @pytest.fixture(scope="module")
 def trained():
     """TinyNet trained for 300 Adam steps (about 2 s) on ``lesion_data``; held-out images, labels, masks."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions: threads only add overhead on a shared machine
-    try:
-        model = TinyNet(input_size=16)
-        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-        x, y, _ = lesion_data(256, seed=0)
-        for i in range(300):
-            batch = torch.arange(i * 32, i * 32 + 32) % 256
-            loss = F.cross_entropy(model(x[batch]), y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        model.eval()
-        x_test, y_test, masks = lesion_data(64, seed=1)
-        yield model, x_test, y_test, masks
-    finally:
-        torch.set_num_threads(threads)
+    model = TinyNet(input_size=16)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    x, y, _ = lesion_data(256, seed=0)
+    for i in range(300):
+        batch = torch.arange(i * 32, i * 32 + 32) % 256
+        loss = F.cross_entropy(model(x[batch]), y[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval(), *lesion_data(64, seed=1)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
