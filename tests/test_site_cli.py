@@ -10,7 +10,7 @@ from robustbench_us.runner import run_suite
 from robustbench_us.store import ResultStore
 from robustbench_us.suite import parse_suite
 from tests.fakes import toy
-from tests.test_site import CHROMIUM_ARGS, browser  # noqa: F401 - the browser fixture
+from tests.test_site import browser  # noqa: F401 - the browser fixture
 
 
 @pytest.fixture(scope="module")
