@@ -3,6 +3,8 @@ label-preserving explanation attacks and the random-sign control, on TinyNet."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -260,6 +262,14 @@ def test_softplus_is_undone_after_an_explanation_attack(tiny_model, tiny_batch):
     make_mass_center(steps=2).perturb(tiny_model, x, y, explainer=GradCAM())
     assert [m for m in tiny_model.modules() if isinstance(m, nn.ReLU)] == relus
     assert not any(isinstance(m, nn.Softplus) for m in tiny_model.modules())
+
+
+@pytest.mark.parametrize("name", NATIVE + ["art:*"])
+def test_every_attack_is_documented(name):
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "attacks.md").read_text()
+    assert f"| `{name.replace(':*', ':<name>')}` |" in doc
+    for option in default_registry().get("attack", name).options:
+        assert f"`{option}`" in doc, f"option {option!r} of {name!r} is not in docs/attacks.md"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
