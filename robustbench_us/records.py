@@ -76,6 +76,9 @@ def check_record(data: Any, source: str) -> dict[str, Any]:
                if k not in data]
     if missing:
         raise RecordError(f"{source}: missing fields {', '.join(missing)}. Re-run the suite to regenerate it.")
+    from robustbench_us.schema import validate_record
+
+    validate_record(data, source)
     if data["integrity"] != integrity_hash(data):
         raise RecordError(f"{source}: integrity hash does not match its contents — the record was edited "
                           "after it was written. Delete it and re-run the suite; never edit numbers by hand.")

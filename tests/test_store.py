@@ -11,8 +11,14 @@ from robustbench_us.records import Record, Status, read_record
 from robustbench_us.store import ResultStore, safe_join
 
 
+CONFIG = {"dataset": "phantom", "dataset_options": {}, "split_seed": 0, "part": "test", "model": "m", "model_name": "m",
+          "model_options": {}, "checkpoint": None, "train": {"epochs": 1}, "image_size": 32, "explainer": "gradcam",
+          "explainer_options": {}, "attack": "fgsm", "attack_name": "fgsm", "attack_options": {}, "region": "all",
+          "eps": 1 / 255, "eps_grey": 1.0, "n_images": 8, "seed": 0}
+
+
 def make_record(cell_id="c1", status=Status.OK, value=0.5):
-    return Record(suite="s", cell_id=cell_id, status=status, config={"dataset": "phantom", "eps": 1 / 255},
+    return Record(suite="s", cell_id=cell_id, status=status, config=CONFIG,
                   metrics={"adv_accuracy": value, "undefined": float("nan")}, timing={"attack_seconds": 1.0},
                   provenance={"seed": 0})
 

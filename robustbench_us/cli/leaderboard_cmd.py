@@ -1,4 +1,4 @@
-"""``robustbench-us leaderboard <suite>``: regenerate a suite's tables from its records."""
+"""``robustbench-us leaderboard``: regenerate a suite's tables, or publish the static site."""
 
 from __future__ import annotations
 
@@ -11,16 +11,33 @@ from robustbench_us.suite import load_suite
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("leaderboard", help="regenerate a suite's leaderboard from its records",
-                                   description="Rebuild leaderboards/<suite>.csv and .md from the suite's records.")
-    parser.add_argument("suite", help="path to a suite .toml, or a shipped suite name")
+    parser = subparsers.add_parser(
+        "leaderboard", help="regenerate a suite's tables, or `leaderboard publish` the static site",
+        description="`robustbench-us leaderboard SUITE` rebuilds leaderboards/<suite>.csv and .md from the suite's "
+                    "records. `robustbench-us leaderboard publish [SUITE ...]` writes the static site (sortable, "
+                    "filterable tables linking every row to its figures and record) for those suites, or for every "
+                    "suite in the results folder.")
+    parser.add_argument("target", metavar="SUITE|publish", help="a suite (path or shipped name), or 'publish'")
+    parser.add_argument("suites", nargs="*", metavar="SUITE", help="with publish: the suites to include")
     parser.add_argument("--results", default="results", help="results folder (default: ./results)")
     parser.add_argument("--leaderboards", default="leaderboards", help="output folder (default: ./leaderboards)")
+    parser.add_argument("--out", default=None, help="with publish: site folder (default: <leaderboards>/site)")
+    parser.add_argument("--title", default="robustbench_us leaderboard", help="with publish: the site's title")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    suite = load_suite(args.suite)
+    if args.target == "publish":
+        from robustbench_us.cli import site_cmd
+
+        args.out = args.out or f"{args.leaderboards}/site"
+        return site_cmd.run(args)
+    if args.suites:
+        from robustbench_us.errors import RobustBenchError
+
+        raise RobustBenchError(f"leaderboard takes one suite; got extra arguments {args.suites}. "
+                               "Did you mean `robustbench-us leaderboard publish ...`?")
+    suite = load_suite(args.target)
     records = ResultStore(args.results, suite.name).read_all()
     for path in write_leaderboard(records, suite.name, args.leaderboards, notes=suite.notes):
         sys.stdout.write(f"leaderboard: {path}\n")
