@@ -14,7 +14,7 @@ from robustbench_us.attack_utils import AttackError, per_sample_norm
 from robustbench_us.contracts import check_adversarial
 from robustbench_us.errors import UnknownNameError
 from robustbench_us.plugins import default_registry
-from robustbench_us_plugins.art_bridge import VARIANTS, evasion_classes, make_art_attack
+from robustbench_us_plugins.art_bridge import VARIANTS, evasion_classes
 from robustbench_us_plugins.fgsm import make_fgsm
 from robustbench_us_plugins.iterative import make_ifgsm, make_ifgsm_paper
 
@@ -109,7 +109,7 @@ def test_art_norms_are_declared_per_variant():
     with pytest.raises(AttackError, match="L2 attack|l2 attack"):
         create("attack", "art:carlini-l2", eps=0.5, norm="linf")
     with pytest.raises(AttackError, match="has no parameter banana"):
-        create("attack", "art:fgm", eps=0.01, banana=1).perturb(nn.Linear(1, 2), torch.zeros(1, 1), torch.zeros(1))
+        create("attack", "art:fgm", eps=0.01, banana=1)
 
 
 def test_art_pgd_l2_bound_and_seed(tiny_model, batch):

@@ -194,6 +194,11 @@ class ARTAttack:
         self.region = check_region(region, attack=self.name)
         self.nb_classes = int(nb_classes)
         self.options = options
+        accepted = inspect.signature(self.art_class.__init__).parameters
+        unknown = sorted({self.spec.renames.get(key, key) for key in options} - set(accepted))
+        if unknown:
+            raise AttackError(f"attack {self.name!r}: {self.art_class.__name__} has no parameter "
+                              f"{', '.join(unknown)}. It takes: {', '.join(k for k in accepted if k != 'self')}.")
 
     def _art_params(self, n: int) -> dict[str, Any]:
         params = dict(self.spec.defaults(self.eps, n))
@@ -207,11 +212,7 @@ class ARTAttack:
             params.setdefault("batch_size", n)
         if "verbose" in accepted:
             params.setdefault("verbose", False)
-        unknown = sorted(set(params) - set(accepted))
-        if unknown:
-            raise AttackError(f"attack {self.name!r}: {self.art_class.__name__} has no parameter "
-                              f"{', '.join(unknown)}. It takes: {', '.join(k for k in accepted if k != 'self')}.")
-        return params
+        return {key: value for key, value in params.items() if key in accepted}
 
     def _build(self, classifier, n: int):
         params = self._art_params(n)
@@ -247,7 +248,7 @@ class ARTAttack:
 
 
 def make_art_attack(*, variant: str, eps: float = 1 / 255, **options: Any) -> ARTAttack:
-    """Any ART evasion attack as ``art:<name>`` (fgm, bim, pgd, auto-attack, square, carlini-l2, carlini-linf, deepfool...)."""
+    """Any ART evasion attack as ``art:<name>``: fgm, bim, pgd, auto-attack, square, carlini-l2, deepfool..."""
     return ARTAttack(variant, eps, **options)
 
 
