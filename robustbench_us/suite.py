@@ -118,7 +118,49 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "thresholds": {"metric": ((str,), "a metric name"), "op": ((str,), "one of >=, <=, >, <"),
                    "value": (_NUMBER, "a number"), "where": ((dict,), "a table selecting cells")},
 }
-_TOP = {"suite": dict, "datasets": list, "models": list, "explainers": list, "attacks": list, "thresholds": list}
+_TOP = {"suite": dict, "datasets": list, "models": list, "explainers": list, "attacks": list, "thresholds": list,
+        "scales": dict}
+_SCHEMA["scales"] = {
+    "input_size": ((int,), "an integer (pixels), applied to every model"),
+    "n_images": ((int,), "an integer ≥ 0"), "batch_size": ((int,), "an integer ≥ 1"),
+    "train": ((dict,), "a table merged into every model's train settings"),
+    "notes": ((str,), "text shown on the leaderboard (why this scale, what it changes)"),
+}
+
+
+def apply_scale(data: dict[str, Any], scale: str, source: str) -> dict[str, Any]:
+    """The suite document with ``[scales.<scale>]`` applied; the suite's name gains ``-<scale>``.
+
+    A scale is how one suite runs at stated, reduced settings (e.g. on a CPU) while the
+    full-scale run stays the same file without the flag.
+    """
+    scales = data.get("scales") or {}
+    if not isinstance(scales, dict) or scale not in scales:
+        raise SuiteError(f"{source}: scale {scale!r} is not defined. Defined scales: "
+                         f"{', '.join(sorted(scales)) if isinstance(scales, dict) and scales else '(none)'}. "
+                         "Add a [scales.<name>] table or drop --scale.")
+    table = _check_table(source, f"scales.{scale}", scales[scale], "scales")
+    out = {k: v for k, v in data.items() if k != "scales"}
+    head = dict(out.get("suite", {}))
+    base_name = head.get("name") or (Path(source).stem if source != "<suite>" else "suite")
+    head["name"] = f"{base_name}-{scale}"
+    for key in ("n_images", "batch_size"):
+        if key in table:
+            head[key] = table[key]
+    if "notes" in table:
+        head["notes"] = table["notes"]
+    out["suite"] = head
+    models = []
+    for model in out.get("models", []):
+        model = dict(model) if isinstance(model, dict) else model
+        if isinstance(model, dict):
+            if "input_size" in table:
+                model["input_size"] = table["input_size"]
+            if "train" in table and isinstance(model.get("train"), dict):
+                model["train"] = {**model["train"], **table["train"]}
+        models.append(model)
+    out["models"] = models
+    return out
 
 
 def _fail(source: str, where: str, message: str) -> SuiteError:
@@ -165,7 +207,7 @@ def _eps_values(source: str, where: str, table: dict[str, Any]) -> tuple[float, 
 
 
 def parse_suite(data: dict[str, Any], *, source: str = "<suite>", registry: Registry | None = None,
-                path: Path | None = None) -> Suite:
+                path: Path | None = None, scale: str | None = None) -> Suite:
     """Validate a parsed TOML document and build a :class:`Suite`.
 
     With a ``registry``, every plugin name is checked too, so a typo fails here,
@@ -173,12 +215,16 @@ def parse_suite(data: dict[str, Any], *, source: str = "<suite>", registry: Regi
     """
     if not isinstance(data, dict):
         raise SuiteError(f"{source}: expected a TOML document (a table at the top level).")
+    if scale is not None:
+        data = apply_scale(data, scale, source)
     for key, value in data.items():
         if key not in _TOP:
             raise _fail(source, key, f"unknown top-level key. Allowed: {', '.join(_TOP)}.")
         if not isinstance(value, _TOP[key]):
             shape = "[suite]" if key == "suite" else f"[[{key}]]"
             raise _fail(source, key, f"expected {shape}, got {type(value).__name__}.")
+    for scale_name, table in (data.get("scales") or {}).items():
+        _check_table(source, f"scales.{scale_name}", table, "scales")
     head = _check_table(source, "suite", data.get("suite", {}), "suite")
     default_name = path.stem if path is not None else ""
     name = head.get("name", default_name)
@@ -259,8 +305,11 @@ def parse_suite(data: dict[str, Any], *, source: str = "<suite>", registry: Regi
                  thresholds=tuple(thresholds), notes=head.get("notes", ""), cell_timeout=cell_timeout)
 
 
-def load_suite(path: str | Path, *, registry: Registry | None = None) -> Suite:
-    """Read and validate a suite file; a bare name is looked up in ``benchmarks/suites/``."""
+def load_suite(path: str | Path, *, registry: Registry | None = None, scale: str | None = None) -> Suite:
+    """Read and validate a suite file; a bare name is looked up in ``benchmarks/suites/``.
+
+    ``scale`` applies the suite's ``[scales.<scale>]`` table (see :func:`apply_scale`).
+    """
     path = resolve_suite_path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -268,7 +317,7 @@ def load_suite(path: str | Path, *, registry: Registry | None = None) -> Suite:
         raise SuiteError(f"{path}: not valid TOML: {exc}. Fix the syntax at that line.") from None
     except UnicodeDecodeError as exc:
         raise SuiteError(f"{path}: not UTF-8 text ({exc}).") from None
-    return parse_suite(data, source=str(path), registry=registry, path=path)
+    return parse_suite(data, source=str(path), registry=registry, path=path, scale=scale)
 
 
 def suites_folder() -> Path:

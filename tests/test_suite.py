@@ -92,3 +92,30 @@ def test_checkpoint_and_train_are_exclusive():
 def test_unknown_suite_name_lists_shipped_suites():
     with pytest.raises(SuiteError, match="shipped suites: .*default"):
         load_suite("no-such-suite")
+
+
+SCALED = GOOD + """
+[scales.cpu]
+input_size = 32
+n_images = 4
+train = { epochs = 2 }
+notes = "reduced for CPU"
+"""
+
+
+def test_a_scale_overrides_settings_and_renames_the_suite(tmp_path):
+    path = write(tmp_path, SCALED)
+    full = load_suite(path, registry=default_registry())
+    assert (full.name, full.n_images, full.models[0].input_size, full.models[0].train) == ("mini", 8, 64,
+                                                                                         {"epochs": 1})
+    cpu = load_suite(path, registry=default_registry(), scale="cpu")
+    assert (cpu.name, cpu.n_images, cpu.models[0].input_size) == ("mini-cpu", 4, 32)
+    assert cpu.models[0].train == {"epochs": 2} and cpu.notes == "reduced for CPU"
+
+
+def test_an_unknown_scale_lists_the_defined_ones(tmp_path):
+    path = write(tmp_path, SCALED)
+    with pytest.raises(SuiteError, match="scale 'gpu' is not defined. Defined scales: cpu"):
+        load_suite(path, scale="gpu")
+    with pytest.raises(SuiteError, match=r"scales\.cpu\.epochs: unknown key"):
+        load_suite(write(tmp_path, GOOD + "\n[scales.cpu]\nepochs = 3\n", "bad.toml"))

@@ -22,6 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--results", default="results", help="results folder (default: ./results)")
     parser.add_argument("--leaderboards", default="leaderboards", help="output folder (default: ./leaderboards)")
     parser.add_argument("--out", default=None, help="with publish: site folder (default: <leaderboards>/site)")
+    parser.add_argument("--scale", default=None, help="the suite's scale the records were run at (as for run)")
     parser.add_argument("--title", default="robustbench_us leaderboard", help="with publish: the site's title")
     parser.set_defaults(func=run)
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise RobustBenchError(f"leaderboard takes one suite; got extra arguments {args.suites}. "
                                "Did you mean `robustbench-us leaderboard publish ...`?")
-    suite = load_suite(args.target)
+    suite = load_suite(args.target, scale=args.scale)
     records = ResultStore(args.results, suite.name).read_all()
     for path in write_leaderboard(records, suite.name, args.leaderboards, notes=suite.notes):
         sys.stdout.write(f"leaderboard: {path}\n")

@@ -19,13 +19,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("suite", help="path to a suite .toml, or a shipped suite name such as 'default'")
     parser.add_argument("--results", default="results", help="results folder (default: ./results)")
     parser.add_argument("--leaderboards", default="leaderboards", help="where tables go (default: ./leaderboards)")
+    parser.add_argument("--scale", default=None, help="run at the suite's [scales.<name>] settings, e.g. 'cpu' "
+                                                      "(the suite name gains -<name>)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     registry = default_registry()
-    suite = load_suite(args.suite, registry=registry)
+    suite = load_suite(args.suite, registry=registry, scale=args.scale)
     summary = run_suite(suite, args.results, registry=registry, progress=not args.no_progress)
     # Read every record back, so the tables include cells finished by earlier runs.
     records = ResultStore(args.results, suite.name).read_all()
