@@ -18,6 +18,10 @@ setup: $(BIN)/python
 setup-test: $(BIN)/python
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -e '.[test]'
+	@# The site tests drive a real headless Chromium (Debian's package; never a downloaded browser).
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -qq chromium >/dev/null 2>&1 \
+	  || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1) \
+	  || echo "note: chromium could not be installed; the browser tests will skip and say so"
 
 demo: setup
 	$(BIN)/robustbench-us run default
