@@ -280,9 +280,10 @@ def _dataset_names(datasets: Sequence[tuple[Dataset, Split]]) -> list[str]:
 
 def _augment_batch(augment: Callable[..., Any], x: torch.Tensor, masks: torch.Tensor,
                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    x_aug, m_aug = augment(x, masks[:, None].float(), generator)
-    if m_aug is None:
-        raise TrainingError("robustbench_us.data.augment.augment returned no mask for a batch with masks.")
+    x_aug, m_aug = augment(x, masks[:, None], generator)
+    if m_aug is None or m_aug.shape != masks[:, None].shape:
+        raise TrainingError("robustbench_us.data.augment.augment returned no mask, or one of another shape, for "
+                            f"masks {tuple(masks[:, None].shape)}; it must return [N, 1, H, W].")
     return x_aug, m_aug[:, 0] > 0.5
 
 
@@ -336,11 +337,10 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
             sums = {"loss": 0.0, "cls_loss": 0.0, "seg_loss": 0.0}
             for first in range(0, len(order), config.batch_size):
                 idx = order[first:first + config.batch_size]
-                x, y, masks, has_mask = train.x[idx], train.y[idx], train.masks[idx], train.has_mask[idx]
-                if augment is not None:
+                x, y = train.x[idx].to(device, non_blocking=True), train.y[idx].to(device)
+                masks, has_mask = train.masks[idx].to(device), train.has_mask[idx].to(device)
+                if augment is not None:  # on the device; the random draws come from the seeded CPU generator
                     x, masks = _augment_batch(augment, x, masks, generator)
-                x, y = x.to(device, non_blocking=True), y.to(device)
-                masks, has_mask = masks.to(device), has_mask.to(device)
                 with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                     logits, mask_logits = _forward_both(model, x)
                 loss, cls, seg = _losses(logits, mask_logits, y, masks, has_mask, config.seg_weight)
