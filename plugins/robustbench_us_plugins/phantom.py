@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -136,7 +138,7 @@ def _draw_params(lesion: Lesion, d: _Draws) -> dict[str, float | list[float]]:
     # Lesion geometry: centre, size, axes (a lateral, b axial), tilt.
     p["cz"] = d.u(0.3, 0.52)
     p["cx"] = d.u(0.28, 0.72)
-    size = d.u(0.07, 0.15)
+    size = d.u(0.08, 0.18)
     if lesion.orientation == "parallel":
         ratio = d.u(1.0, 1.25) if lesion.shape == "round" else d.u(1.35, 2.1)  # width / height
         tilt = d.u(-12.0, 12.0)
@@ -305,18 +307,52 @@ def _image_seed(seed: int, index: int) -> int:
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
+def _draw(index: int, label: int, seed: int) -> tuple[Lesion, dict[str, float | list[float]], torch.Generator]:
+    """Descriptors and parameters of one image, and its generator positioned for the noise fields."""
+    g = torch.Generator().manual_seed(_image_seed(seed, index))
+    draws = _Draws(g)
+    lesion = _draw_lesion(label, draws)
+    return lesion, _draw_params(lesion, draws), g
+
+
+def draw_lesions(indices: list[int], labels: list[int], seed: int) -> list[Lesion]:
+    """The BI-RADS descriptors of some images, without rendering them."""
+    return [_draw(index, label, seed)[0] for index, label in zip(indices, labels)]
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch ops on one thread for a while.
+
+    Rendering is many medium-sized elementwise ops; on a shared machine with
+    more busy processes than cores, torch's worker threads wait on each other
+    at every op and rendering gets 20-50× slower, while on an idle machine a
+    second thread saves under half. One thread is the robust choice.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def render_phantoms(indices: list[int], labels: list[int], size: int,
                     seed: int) -> tuple[torch.Tensor, torch.Tensor, list[Lesion]]:
     """Images uint8 ``[N, S, S]``, exact masks bool ``[N, S, S]`` and descriptors, deterministic per index."""
+    with _one_thread():
+        return _render_all(indices, labels, size, seed)
+
+
+def _render_all(indices: list[int], labels: list[int], size: int,
+                seed: int) -> tuple[torch.Tensor, torch.Tensor, list[Lesion]]:
     images, masks, lesions = [], [], []
     for start in range(0, len(indices), _CHUNK):
         params, noise, scatter = [], [], []
         for index, label in zip(indices[start:start + _CHUNK], labels[start:start + _CHUNK]):
-            g = torch.Generator().manual_seed(_image_seed(seed, index))
-            draws = _Draws(g)
-            lesion = _draw_lesion(label, draws)
+            lesion, p, g = _draw(index, label, seed)
             lesions.append(lesion)
-            params.append(_draw_params(lesion, draws))
+            params.append(p)
             noise.append(torch.randn(2, _NOISE, _NOISE, generator=g))  # tissue texture, lesion texture
             scatter.append(torch.randn(size, size, generator=g))
         img, mask = _render_batch(params, torch.stack(noise), torch.stack(scatter), size)
@@ -353,6 +389,15 @@ class PhantomDataset:
         self.ids: list[str] = [f"phantom-{i:05d}" for i in range(count)]
         self.groups: list[str] = list(self.ids)  # every image is its own patient
         self._cache: tuple[torch.Tensor, torch.Tensor, list[Lesion]] | None = None
+        self._lesions: list[Lesion] | None = None
+
+    @property
+    def lesions(self) -> list[Lesion]:
+        """Every image's BI-RADS descriptors (drawn without rendering)."""
+        if self._lesions is None:
+            self._lesions = (self._cache[2] if self._cache is not None
+                             else draw_lesions(list(range(self.count)), self.labels, self.seed))
+        return self._lesions
 
     def _rendered(self) -> tuple[torch.Tensor, torch.Tensor, list[Lesion]]:
         if self._cache is None:

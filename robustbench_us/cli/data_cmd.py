@@ -1,0 +1,63 @@
+"""``robustbench-us data audit <dataset>``: counts, masks, sizes, near-duplicates and split leaks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as JSON when it parses (numbers, true/false, lists), else a string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("data", help="inspect datasets (audit)",
+                                   description="Inspect the datasets that plugins provide.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    audit = actions.add_parser(
+        "audit", help="counts per class and split, masks, sizes, near-duplicates, leaks",
+        description="Load a dataset and report counts per class and split part, mask coverage, image sizes, "
+                    "near-duplicate groups (also across classes) and whether any group crosses split parts. "
+                    "Exits with 1 when a group crosses parts (a leak).")
+    audit.add_argument("dataset", help="dataset name, e.g. busi, busbra, folder, phantom")
+    audit.add_argument("--root", default=None,
+                       help="data folder (default: $ROBUSTBENCH_US_DATA); for folder, the class folders' parent")
+    audit.add_argument("--option", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                       help="dataset option, e.g. task=3class or split=official-5fold (repeatable)")
+    audit.add_argument("--image-size", type=int, default=64,
+                       help="decode size; near-duplicates are found on it (default 64, fast)")
+    audit.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    audit.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.1, 0.2), metavar=("TRAIN", "VAL", "TEST"),
+                       help="split fractions (default 0.7 0.1 0.2)")
+    audit.add_argument("--threshold", type=int, default=None,
+                       help="near-duplicate Hamming threshold in bits (default: the dataset's, 10)")
+    audit.add_argument("--json", action="store_true", help="print the full report as JSON")
+    audit.set_defaults(func=run_audit)
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from robustbench_us.data.audit import audit_dataset, format_audit
+    from robustbench_us.plugins import default_registry
+    from robustbench_us.specs import Kind
+
+    dataset = default_registry().create(Kind.DATASET, args.dataset, root=args.root, image_size=args.image_size,
+                                        **dict(args.option))
+    report = audit_dataset(dataset, name=args.dataset, seed=args.seed, fractions=tuple(args.fractions),
+                           dup_threshold=args.threshold)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(format_audit(report) + "\n")
+    return 1 if report["leaks"] else 0
