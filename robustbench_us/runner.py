@@ -25,8 +25,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from robustbench_us import distributed
 from robustbench_us.errors import ContractError, RobustBenchError, SuiteError
-from robustbench_us.faults import BatchSizer, time_limit
+from robustbench_us.faults import time_limit
 from robustbench_us.plugins import Registry, default_registry
 from robustbench_us.protocols import Dataset
 from robustbench_us.records import Record, Status, base_provenance
@@ -164,9 +165,10 @@ class SuiteRunner:
         self.registry = registry or default_registry()
         self.store = ResultStore(results_dir, suite.name)
         self.progress = progress
-        self.device = resolve_device(suite.device)
-        self.provenance = base_provenance() | {"device": str(self.device)}
-        self.batches = BatchSizer(suite.batch_size)
+        # Under torchrun, join the process group and shard every batch loop across the ranks.
+        self.device = distributed.init_from_env(resolve_device(suite.device))
+        self.provenance = base_provenance() | {"device": str(self.device)} | distributed.provenance()
+        self.batches = distributed.batch_sizer(suite.batch_size, self.device)
 
     # ----------------------------------------------------------------- models
     def prepare_model(self, entry: ModelEntry, dataset_entry: DatasetEntry, dataset: Dataset,
@@ -264,7 +266,7 @@ class SuiteRunner:
         x_adv = self.batches.run(perturb, len(ev.x))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return x_adv, time.perf_counter() - start, problems
+        return x_adv, time.perf_counter() - start, distributed.all_gather_list(problems)
 
     def measure(self, model: nn.Module, ev: _Evaluation, x_adv: torch.Tensor,
                 explainer_names: Sequence[str]) -> tuple[dict[str, dict[str, float]], dict[str, float], dict]:
@@ -305,17 +307,19 @@ class SuiteRunner:
         summary.skipped = len(cells) - len(pending)
         if summary.skipped:
             logger.info("%d of %d cells already finished; skipping them", summary.skipped, len(cells))
-        bar = tqdm(total=len(pending), desc=f"{self.suite.name} cells", file=sys.stderr, disable=not self.progress,
-                   unit="cell")
+        bar = tqdm(total=len(pending), desc=f"{self.suite.name} cells", file=sys.stderr,
+                   disable=not self.progress or not distributed.is_writer(), unit="cell")
         try:
             for d in self.suite.datasets:
                 for m in self.suite.models:
                     group = [c for c in pending if c.dataset is d and c.model is m]
                     if not group:
                         continue
-                    with self.store.lock(slug(f"{d.name}__{m.key}")):
+                    with distributed.writer_lock(self.store.lock(slug(f"{d.name}__{m.key}"))):
                         # Another run may have finished some of these while we waited for the lock.
-                        todo = [c for c in group if not self.store.is_finished(c.cell_id)]
+                        # Under torchrun every rank takes rank 0's view, which holds the lock.
+                        unfinished = distributed.from_writer([not self.store.is_finished(c.cell_id) for c in group])
+                        todo = [c for c, keep in zip(group, unfinished) if keep]
                         summary.skipped += len(group) - len(todo)
                         bar.update(len(group) - len(todo))
                         if todo:
@@ -329,7 +333,8 @@ class SuiteRunner:
         dataset = self.registry.create(Kind.DATASET, d.name, root=d.root, image_size=input_size,
                                        seed=self.suite.seed, **d.options)
         manifest = dataset.manifest_hash()
-        model, model_info = self.prepare_model(m, d, dataset, input_size)
+        with distributed.writer_first():  # under torchrun rank 0 trains; the others load its checkpoint
+            model, model_info = self.prepare_model(m, d, dataset, input_size)
         indices = select_indices(dataset.split(d.split_seed).part(d.part), self.suite.n_images, self.suite.seed)
         ids, x, y, masks = load_images(dataset, indices)
         ev = self.clean_pass(model, ids, x, y, masks)
@@ -395,7 +400,9 @@ class SuiteRunner:
             "attack": self.registry.get(Kind.ATTACK, cell.attack.name).plugin}}
         record = Record(suite=self.suite.name, cell_id=cell.cell_id, status=status, config=cell.config,
                         metrics=metrics, timing=timing, provenance=prov, error=error)
-        summary.written.append(self.store.write(record))
+        # Under torchrun only rank 0 writes; the other ranks note the path it writes to.
+        path = self.store.write(record) if distributed.is_writer() else self.store.path_of(cell.cell_id)
+        summary.written.append(path)
         if status == Status.FAILED:
             summary.failed.append(cell.cell_id)
         elif status == Status.INVALID:
