@@ -72,17 +72,20 @@ def target_scores(explainer: str, logits: torch.Tensor, target: torch.Tensor) ->
 
 
 @contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+def eval_mode(model: nn.Module, *, grad: bool = True) -> Iterator[nn.Module]:
     """Put every submodule in eval mode for the block, then restore each one's own flag.
 
     Explanations are taken of the deployed model: BatchNorm uses its running
     statistics (so a batch gives the same maps as its images one by one and the
-    statistics are not updated) and dropout is off.
+    statistics are not updated) and dropout is off. With ``grad`` the block
+    also records autograd graphs even when the caller runs under
+    ``torch.no_grad()`` or ``torch.inference_mode()``.
     """
     flags = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
-        yield model
+        with torch.inference_mode(False), torch.set_grad_enabled(grad):
+            yield model
     finally:
         for module, training in flags:
             module.training = training
@@ -175,7 +178,7 @@ class ActivationCAM:
         """Non-negative maps ``[N, h, w]`` at the layer's resolution (before upsampling and normalisation)."""
         check_batch(self.name, x, target)
         layer = resolve_layer(model, self.layer, self.name)
-        with eval_mode(model), torch.enable_grad(), capture_output(layer, self.name) as outputs:
+        with eval_mode(model), capture_output(layer, self.name) as outputs:
             logits = model(gradient_input(x, create_graph))
             if len(outputs) != 1:
                 raise ContractError(f"Explainer {self.name!r}: the CAM layer {type(layer).__name__} ran "
@@ -184,16 +187,16 @@ class ActivationCAM:
             activation = outputs[0]
             scores = target_scores(self.name, logits, target)
             (grad,) = torch.autograd.grad(scores.sum(), activation, create_graph=create_graph)
-        if not create_graph:
-            activation = activation.detach()
-        with torch.set_grad_enabled(create_graph):
-            return F.relu(self.combine(activation, grad))
+            if not create_graph:
+                activation = activation.detach()
+            with torch.set_grad_enabled(create_graph):
+                return F.relu(self.combine(activation, grad))
 
     def explain(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
                 create_graph: bool = False) -> torch.Tensor:
         """Maps ``[N, H, W]`` for class ``target[i]`` of image ``x[i]``, on ``x``'s device."""
         cam = self.layer_maps(model, x, target, create_graph=create_graph)
-        with torch.set_grad_enabled(create_graph):
+        with torch.inference_mode(False), torch.set_grad_enabled(create_graph):
             maps = F.interpolate(cam.unsqueeze(1), size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
             return normalize_maps(maps, self.normalize)
 

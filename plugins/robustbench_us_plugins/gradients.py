@@ -70,11 +70,14 @@ def quadrature(method: Quadrature, steps: int) -> tuple[list[float], list[float]
     if steps < 2:
         raise ExplainerError(f"Explainer 'integrated-gradients': method {str(method)!r} needs steps >= 2; "
                              f"got {steps}.")
-    weights = [1.0 / steps] * steps
     if method is Quadrature.RIEMANN_TRAPEZOID:
+        # Spacing 1/(steps − 1), so the weights sum to one. (Captum 0.9 uses 1/steps here, which
+        # scales its trapezoid attributions by (steps − 1)/steps and breaks completeness.)
+        weights = [1.0 / (steps - 1)] * steps
         weights[0] /= 2
         weights[-1] /= 2
-        return torch.linspace(0, 1, steps, dtype=torch.float64).tolist(), weights
+        return [i / (steps - 1) for i in range(steps)], weights
+    weights = [1.0 / steps] * steps
     start = {Quadrature.RIEMANN_LEFT: 0.0, Quadrature.RIEMANN_MIDDLE: 0.5, Quadrature.RIEMANN_RIGHT: 1.0}[method]
     return [(i + start) / steps for i in range(steps)], weights
 
@@ -98,12 +101,12 @@ class _InputGradientExplainer:
                 create_graph: bool = False) -> torch.Tensor:
         """Maps ``[N, H, W]`` for class ``target[i]`` of image ``x[i]``, on ``x``'s device."""
         check_batch(self.name, x, target)
-        with eval_mode(model), torch.enable_grad():
+        with eval_mode(model):
             attribution = self.attribute(model, x, target, create_graph=create_graph)
-        if not create_graph:
-            attribution = attribution.detach()
-        with torch.set_grad_enabled(create_graph):
-            return normalize_maps(self.reduce(attribution), self.normalize)
+            if not create_graph:
+                attribution = attribution.detach()
+            with torch.set_grad_enabled(create_graph):
+                return normalize_maps(self.reduce(attribution), self.normalize)
 
     def reduce(self, attribution: torch.Tensor) -> torch.Tensor:
         return reduce_channels(attribution, self.channels)

@@ -40,7 +40,7 @@ class SegmentationMap:
                 f"Explainer 'segmentation' needs a model with a segmentation head, but "
                 f"{type(model).__name__} has has_segmentation={getattr(model, 'has_segmentation', None)!r}. "
                 "Use a multi-task model (e.g. 'resnet50-mtl') or drop this explainer for this model.")
-        with eval_mode(model), torch.set_grad_enabled(create_graph):
+        with eval_mode(model, grad=create_graph):
             inputs = gradient_input(x, True) if create_graph else x
             logits = model.segment(inputs)
             if logits.dim() != 4 or logits.shape[0] != x.shape[0] or logits.shape[1] != 1:
