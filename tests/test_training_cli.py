@@ -1,0 +1,55 @@
+"""``robustbench-us train``: checkpoint and card written, metrics printed, init-from, clean errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from robustbench_us.checkpoints import file_sha256
+from robustbench_us.cli import main
+from robustbench_us.plugins import reset_default_registry
+
+BASE = ["--dataset", "phantom", "--dataset-option", "count=20", "--image-size", "32", "--epochs", "1",
+        "--batch-size", "8", "--no-augment", "--no-progress"]
+
+
+@pytest.fixture
+def tiny_plugins(monkeypatch):
+    monkeypatch.setenv("ROBUSTBENCH_US_LOCAL_PLUGINS", "tests.fakes.tiny")
+    reset_default_registry()
+    yield
+    reset_default_registry()
+
+
+def test_train_writes_checkpoint_card_and_prints_metrics(tiny_plugins, tmp_path, capsys):
+    out = tmp_path / "models" / "tiny"
+    assert main(["train", "tiny-cnn", *BASE, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    weights = tmp_path / "models" / "tiny.safetensors"
+    assert f"checkpoint: {weights}" in printed and f"card: {out}.json" in printed
+    card = json.loads((tmp_path / "models" / "tiny.json").read_text())
+    assert card["sha256"] == file_sha256(weights) and f"sha256: {card['sha256']}" in printed
+    assert card["architecture"] == "tiny-cnn" and card["input_size"] == 32 and card["init"] == "scratch"
+    assert card["dataset"] == "phantom" and card["split_seed"] == 0 and len(card["dataset_manifest"]) == 64
+    assert card["datasets"][0]["options"] == {"count": 20}
+    assert card["recipe"]["epochs"] == 1 and card["recipe"]["augment"] is False
+    assert set(card["test_metrics"]) >= {"accuracy", "sensitivity", "specificity", "auc", "dice"}
+    assert f"accuracy: {card['test_metrics']['accuracy']:.4f}" in printed
+
+    # Start a second run from the first checkpoint (e.g. pre-trained on another dataset).
+    again = tmp_path / "models" / "tiny2"
+    assert main(["train", "tiny-cnn", *BASE, "--init-from", str(weights), "--out", str(again)]) == 0
+    assert json.loads((tmp_path / "models" / "tiny2.json").read_text())["init"] == f"checkpoint:{weights}"
+
+
+def test_train_errors_are_one_clean_line(tiny_plugins, tmp_path, capsys):
+    assert main(["train", "tiny-cnm", *BASE, "--out", str(tmp_path / "x")]) == 2
+    assert "Unknown model 'tiny-cnm'" in capsys.readouterr().err
+    assert main(["train", "tiny-cnn", *BASE, "--init-from", str(tmp_path / "absent"), "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "absent.safetensors do not exist" in capsys.readouterr().err
+    assert main(["train", "tiny-cnn", *BASE, "--pretrained", "imagenet", "--init-from", "a", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()
