@@ -15,9 +15,10 @@ from robustbench_us.attack_utils import AttackError, per_sample_norm, predict
 from robustbench_us.contracts import check_adversarial
 from robustbench_us.plugins import default_registry
 from robustbench_us_plugins.explanation_attacks import make_mass_center, make_target_map, make_topk, opposite_blob
-from robustbench_us_plugins.fgsm import make_fgsm, make_random_sign
+from robustbench_us_plugins.fgsm import make_fgsm
 from robustbench_us_plugins.gradcam import GradCAM
-from robustbench_us_plugins.iterative import make_ifgsm, make_ifgsm_paper, make_pgd, make_pgd_l2
+from robustbench_us_plugins.iterative import (make_ifgsm, make_ifgsm_paper, make_pgd, make_pgd_l2,
+                                               make_random_sign)
 from tests.fakes.tiny import TinyNet
 
 NATIVE = [name for name in default_registry().names("attack") if not name.startswith("art:")]

@@ -1,4 +1,4 @@
-"""One-step L∞ attacks: the fast gradient sign method and its random-sign control."""
+"""The reference attack: the fast gradient sign method (one L∞ step)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from robustbench_us import AttackSpec, AttackTarget, Norm, hookimpl
-from robustbench_us.attack_utils import (check_eps, check_region, cross_entropy_gradient, finish, gradient_steps,
-                                         random_signs, region_weights)
+from robustbench_us.attack_utils import check_eps, check_region, cross_entropy_gradient, gradient_steps, region_weights
 
 
 class FGSM:
@@ -31,39 +30,12 @@ class FGSM:
                               step_size=self.eps, steps=1, region=region_weights(mask, x))
 
 
-class RandomSign:
-    """Random-sign control (Ghorbani et al., AAAI 2019): ``clip(x + ε·s, 0, 1)``, ``s`` uniform in {−1, +1}.
-
-    Same L∞ size as FGSM but no gradient: the yardstick that tells an attack's effect
-    from the effect of any noise of that size. Seeded by the ``generator`` passed to ``perturb``.
-    """
-
-    norm = Norm.LINF
-    target = AttackTarget.NONE
-
-    def __init__(self, eps: float, *, region: str = "all") -> None:
-        self.eps = check_eps(eps, attack="random-sign")
-        self.region = check_region(region, attack="random-sign")
-
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, explainer=None,
-                mask: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        x = x.detach()
-        return finish(x + self.eps * random_signs(x, generator), x, self.norm, self.eps, region_weights(mask, x))
-
-
 def make_fgsm(*, eps: float = 1 / 255, region: str = "all") -> FGSM:
     """Fast gradient sign method: one signed step of size ε (L∞)."""
     return FGSM(eps, region=region)
-
-
-def make_random_sign(*, eps: float = 1 / 255, region: str = "all") -> RandomSign:
-    """Random ±ε signs on every pixel (L∞ control, no gradient; Ghorbani et al. 2019)."""
-    return RandomSign(eps, region=region)
 
 
 @hookimpl
 def register_attacks(register):
     register(AttackSpec(name="fgsm", factory=make_fgsm, norm=Norm.LINF, eps=1 / 255, target=AttackTarget.LABEL,
                         options={"region": "all"}))
-    register(AttackSpec(name="random-sign", factory=make_random_sign, norm=Norm.LINF, eps=1 / 255,
-                        target=AttackTarget.NONE, options={"region": "all"}))

@@ -1,4 +1,4 @@
-"""Iterative prediction attacks: I-FGSM (the study's attack) and PGD with random start, L∞ and L2."""
+"""Prediction attacks after the reference FGSM: I-FGSM (the study's), PGD (L∞ and L2), the random-sign control."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from torch import nn
 
 from robustbench_us import AttackSpec, AttackTarget, Norm, hookimpl
 from robustbench_us.attack_utils import (AttackError, check_eps, check_positive, check_region,
-                                         cross_entropy_gradient, gradient_steps, random_start, region_weights)
+                                         cross_entropy_gradient, finish, gradient_steps, random_signs, random_start,
+                                         region_weights)
 
 PRESETS = ("paper",)
 PAPER_EPS = 1 / 255
@@ -92,6 +93,26 @@ class PGD:
         return best
 
 
+class RandomSign:
+    """Random-sign control (Ghorbani et al., AAAI 2019): ``clip(x + ε·s, 0, 1)``, ``s`` uniform in {−1, +1}.
+
+    Same L∞ size as FGSM but no gradient: the yardstick that tells an attack's effect
+    from the effect of any noise of that size. Seeded by the ``generator`` passed to ``perturb``.
+    """
+
+    norm = Norm.LINF
+    target = AttackTarget.NONE
+
+    def __init__(self, eps: float, *, region: str = "all") -> None:
+        self.eps = check_eps(eps, attack="random-sign")
+        self.region = check_region(region, attack="random-sign")
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, explainer=None,
+                mask: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = x.detach()
+        return finish(x + self.eps * random_signs(x, generator), x, self.norm, self.eps, region_weights(mask, x))
+
+
 def make_ifgsm(*, eps: float = PAPER_EPS, steps: int = PAPER_STEPS, step_size: float | None = None,
                preset: str | None = None, region: str = "all") -> IterativeFGSM:
     """Iterative FGSM (BIM): 25 signed steps of ε/10 projected onto the L∞ ε-ball by default.
@@ -128,6 +149,11 @@ def make_pgd_l2(*, eps: float = 0.5, steps: int = 10, step_size: float | None = 
                restarts=restarts, region=region)
 
 
+def make_random_sign(*, eps: float = 1 / 255, region: str = "all") -> RandomSign:
+    """Random ±ε signs on every pixel (L∞ control, no gradient; Ghorbani et al. 2019)."""
+    return RandomSign(eps, region=region)
+
+
 @hookimpl
 def register_attacks(register):
     register(AttackSpec(name="ifgsm", factory=make_ifgsm, norm=Norm.LINF, eps=PAPER_EPS, target=AttackTarget.LABEL,
@@ -139,3 +165,5 @@ def register_attacks(register):
                         options=pgd_options))
     register(AttackSpec(name="pgd-l2", factory=make_pgd_l2, norm=Norm.L2, eps=0.5, target=AttackTarget.LABEL,
                         options=dict(pgd_options)))
+    register(AttackSpec(name="random-sign", factory=make_random_sign, norm=Norm.LINF, eps=1 / 255,
+                        target=AttackTarget.NONE, options={"region": "all"}))
