@@ -16,6 +16,7 @@ iterate, judged on the real model's map; if none beats the clean image, the clea
 from __future__ import annotations
 
 import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,7 +41,7 @@ def smoothed(model: nn.Module, beta: float | None) -> contextlib.AbstractContext
 class MapAttack:
     """Template for label-preserving explanation attacks; a variant defines ``prepare``, ``loss`` and ``score``.
 
-    ``loss(maps, state)`` is the differentiable per-image quantity the steps lower;
+    ``loss(maps, logits, state)`` is the differentiable per-image quantity the steps lower;
     ``score(maps, state)`` is the per-image dissimilarity judged on the real map (lower is
     a more successful attack) that picks the returned iterate.
     """
