@@ -335,7 +335,9 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
             if len(order) % config.batch_size == 1 and len(order) > 1:
                 order = order[:-1]  # a batch of one breaks BatchNorm in training mode
             sums = {"loss": 0.0, "cls_loss": 0.0, "seg_loss": 0.0}
-            for first in range(0, len(order), config.batch_size):
+            batches = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}", leave=False,
+                           disable=not progress, unit="batch")
+            for first in batches:
                 idx = order[first:first + config.batch_size]
                 x, y = train.x[idx].to(device, non_blocking=True), train.y[idx].to(device)
                 masks, has_mask = train.masks[idx].to(device), train.has_mask[idx].to(device)
