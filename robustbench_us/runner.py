@@ -376,7 +376,7 @@ class SuiteRunner:
                     self._write(cell, Status.INVALID, {}, timing_base, provenance, summary, error=reason)
                 return
             with time_limit(self.suite.cell_timeout, f"measuring attack {attack_entry.display!r}"):
-                per_explainer, seconds, _ = self.measure(model, ev, x_adv, [c.explainer.name for c in cells])
+                per_explainer, seconds, adv = self.measure(model, ev, x_adv, [c.explainer.name for c in cells])
         except RobustBenchError as exc:
             for cell in cells:
                 self._write(cell, Status.FAILED, {}, timing_base, provenance, summary,
@@ -391,15 +391,29 @@ class SuiteRunner:
         for cell in cells:
             timing = timing_base | {"attack_seconds": attack_seconds,
                                     "adversarial_eval_seconds": seconds[cell.explainer.name]}
-            self._write(cell, Status.OK, per_explainer[cell.explainer.name], timing, provenance, summary)
+            figures = self._figures(cell, ev, x_adv, adv) if self.suite.figures and distributed.is_writer() else []
+            self._write(cell, Status.OK, per_explainer[cell.explainer.name], timing, provenance, summary,
+                        figures=figures)
+
+    def _figures(self, cell: Cell, ev: _Evaluation, x_adv: torch.Tensor, adv: dict[str, Any]) -> list[str]:
+        """The study's panels for this cell (label kept & map moved; label flipped), relative to the suite folder."""
+        from robustbench_us.figures import write_cell_figures
+        from robustbench_us.store import safe_join
+
+        name = cell.explainer.name
+        out = safe_join(self.store.root, "figures", cell.cell_id)
+        paths = write_cell_figures(out, ev.x, x_adv, ev.maps[name], adv["maps_adv"][name], ev.logits,
+                                   adv["logits_adv"], ev.ids)
+        return [p.relative_to(self.store.root).as_posix() for p in paths]
 
     def _write(self, cell: Cell, status: Status, metrics: dict[str, float], timing: dict[str, float],
-               provenance: dict[str, Any], summary: RunSummary, *, error: str | None = None) -> None:
+               provenance: dict[str, Any], summary: RunSummary, *, error: str | None = None,
+               figures: list[str] | None = None) -> None:
         prov = provenance | {"plugins": provenance["plugins"] | {
             "explainer": self.registry.get(Kind.EXPLAINER, cell.explainer.name).plugin,
             "attack": self.registry.get(Kind.ATTACK, cell.attack.name).plugin}}
         record = Record(suite=self.suite.name, cell_id=cell.cell_id, status=status, config=cell.config,
-                        metrics=metrics, timing=timing, provenance=prov, error=error)
+                        metrics=metrics, timing=timing, provenance=prov, error=error, figures=figures or [])
         # Under torchrun only rank 0 writes; the other ranks note the path it writes to.
         path = self.store.write(record) if distributed.is_writer() else self.store.path_of(cell.cell_id)
         summary.written.append(path)

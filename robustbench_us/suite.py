@@ -94,6 +94,7 @@ class Suite:
     thresholds: tuple[Threshold, ...] = ()
     notes: str = ""
     cell_timeout: float | None = None  # seconds a plugin may take for one attack × ε
+    figures: bool = True
 
 
 # key -> (accepted types, description used in messages)
@@ -103,7 +104,8 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
               "seed": ((int,), "an integer"), "n_images": ((int,), "an integer ≥ 0 (0 = all)"),
               "batch_size": ((int,), "an integer ≥ 1"), "device": ((str,), f"one of {', '.join(DEVICES)}"),
               "notes": ((str,), "text shown on the leaderboard"),
-              "cell_timeout": (_NUMBER, "seconds (a number > 0)")},
+              "cell_timeout": (_NUMBER, "seconds (a number > 0)"),
+              "figures": ((bool,), "true or false (write the study's panels per cell)")},
     "datasets": {"name": ((str,), "a dataset name"), "root": ((str,), "a folder path"),
                  "options": ((dict,), "a table"), "split_seed": ((int,), "an integer"),
                  "part": ((str,), "'train', 'val' or 'test'")},
@@ -302,7 +304,8 @@ def parse_suite(data: dict[str, Any], *, source: str = "<suite>", registry: Regi
     return Suite(name=name, path=path, datasets=tuple(datasets), models=tuple(models),
                  explainers=tuple(explainers), attacks=tuple(attacks), description=head.get("description", ""),
                  seed=head.get("seed", 0), n_images=n_images, batch_size=batch_size, device=device,
-                 thresholds=tuple(thresholds), notes=head.get("notes", ""), cell_timeout=cell_timeout)
+                 thresholds=tuple(thresholds), notes=head.get("notes", ""), cell_timeout=cell_timeout,
+                 figures=head.get("figures", True))
 
 
 def load_suite(path: str | Path, *, registry: Registry | None = None, scale: str | None = None) -> Suite:

@@ -49,6 +49,11 @@ def test_records_per_cell_and_resume(tmp_path, registry):
     assert prov["plugins"] == {"dataset": "toy", "model": "toy", "explainer": "gradcam", "attack": "fgsm"}
     assert prov["checkpoint_sha256"] and prov["torch"]
     assert records[0]["config"]["n_images"] == 8
+    big = by_eps[8 / 255]
+    assert big["figures"], "an ok cell carries the study's panels"
+    for figure in big["figures"]:
+        png = tmp_path / "toy-suite" / figure
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     second = run_suite(suite, tmp_path, registry=registry, progress=False)
     assert second.written == [] and second.skipped == 2
 

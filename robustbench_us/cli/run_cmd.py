@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     out.write(f"suite {suite.name}: {len(summary.written)} cells written, {summary.skipped} already finished, "
               f"{len(summary.failed)} failed, {len(summary.invalid)} invalid\n")
     out.write(f"records: {summary.results_dir / 'records'}\n")
+    if suite.figures and (summary.results_dir / "figures").is_dir():
+        out.write(f"figures: {summary.results_dir / 'figures'}/<cell>/*.png\n")
     for path in paths:
         out.write(f"leaderboard: {path}\n")
     if summary.failed:
