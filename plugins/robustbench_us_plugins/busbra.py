@@ -100,18 +100,26 @@ class BusbraDataset(FileDataset):
     def __init__(self, *, split_mode: str, fold: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.split_mode, self.fold = split_mode, fold
-        k = SPLITS[split_mode]
-        self.folds: list[int] | None = None
-        if k is not None:
-            self.folds = [f.meta[f"fold_{k}"] for f in self.files]
 
     def split(self, seed: int, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> Split:
         """Patient-wise split: seeded and stratified, or the published test fold (see the module doc)."""
-        if self.folds is None:
+        k = SPLITS[self.split_mode]
+        if k is None:
             return super().split(seed, fractions)
+        return self.official_split(k, self.fold, seed, fractions)
+
+    def official_split(self, k: int, fold: int, seed: int = 0,
+                       fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> Split:
+        """Test = published fold ``fold`` of the ``k``-fold scheme; train / val = the rest, by patient."""
+        if k not in (5, 10):
+            raise DataError(f"busbra: there are official 5- and 10-fold schemes, not {k}-fold.")
+        folds = [f.meta[f"fold_{k}"] for f in self.files]
+        if any(f is None for f in folds):
+            raise DataError(f"busbra: {k}-fold-cv.csv is missing or does not list every image under {self.root}; "
+                            f"restore it from the BUS-BRA download or use split='random'.")
         train, val = float(fractions[0]), float(fractions[1])
         val_share = val / (train + val) if train + val > 0 else 0.0
-        return fold_split(self.folds, self.fold, self.labels, self.groups, seed, val_share)
+        return fold_split(folds, fold, self.labels, self.groups, seed, val_share)
 
 
 def make_busbra(*, root: str | None = None, image_size: int = 224, seed: int = 0, split: str = "random",
