@@ -21,6 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--leaderboards", default="leaderboards", help="where tables go (default: ./leaderboards)")
     parser.add_argument("--scale", default=None, help="run at the suite's [scales.<name>] settings, e.g. 'cpu' "
                                                       "(the suite name gains -<name>)")
+    parser.add_argument("--junit", default=None, metavar="PATH",
+                        help="write the suite's thresholds as a JUnit XML report (for CI systems)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)
 
@@ -40,7 +42,19 @@ def run(args: argparse.Namespace) -> int:
         out.write(f"figures: {summary.results_dir / 'figures'}/<cell>/*.png\n")
     for path in paths:
         out.write(f"leaderboard: {path}\n")
+    status = 0
     if summary.failed:
         out.write("failed cells (see the error in each record):\n" + "".join(f"  {c}\n" for c in summary.failed))
-        return 1
-    return 0
+        status = 1
+    if suite.thresholds or args.junit:
+        from robustbench_us import gates
+
+        results = gates.evaluate_thresholds(suite.thresholds, records)
+        if args.junit:
+            out.write(f"junit: {gates.write_junit(results, args.junit, suite.name)}\n")
+        out.write(gates.summary_line(results) + "\n")
+        for result in gates.failed(results):
+            out.write(f"  {result.describe()}\n")
+        if gates.failed(results):
+            status = 1
+    return status
