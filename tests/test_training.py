@@ -288,3 +288,17 @@ def test_resnet50_mtl_trains_both_heads_in_one_pass(small):
     report = train_model(model, [(small, small.split(0))], replace(FAST, epochs=1, batch_size=4), progress=False)
     assert not torch.equal(head, model.head.weight) and not torch.equal(decoder_out, model.decoder.out.weight)
     assert report.history[0]["train_seg_loss"] > 0 and "dice" in report.test_metrics
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_trains_on_busi_and_busbra_together(data_root):
+    registry = default_registry()
+    pairs = []
+    for name in ("busi", "busbra"):
+        dataset = registry.create("dataset", name, root=str(data_root), image_size=32, seed=0)
+        pairs.append((dataset, dataset.split(0)))
+    report = train_model(TinyNet(), pairs, replace(FAST, epochs=1, batch_size=64), progress=False)
+    assert {"busi/accuracy", "busbra/accuracy", "accuracy", "auc"} <= set(report.test_metrics)
+    n_test = sum(len(split.test) for _, split in pairs)
+    assert n_test > 100 and 0.0 <= report.test_metrics["accuracy"] <= 1.0
