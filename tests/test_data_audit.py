@@ -38,7 +38,8 @@ def test_cli_text_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "folder: 8 images (benign 4, malignant 4)" in out
     assert "masks      8 of 8 images have one (0 empty)" in out
-    assert "near-dups  pHash Hamming ≤ 10: 1 groups holding 2 images (largest 2); 1 across classes; 0 split apart" in out
+    assert ("near-dups  pHash Hamming ≤ 10: 1 groups holding 2 images (largest 2); 1 across classes; "
+            "0 split apart") in out
     assert "benign/benign0 [benign] = malignant/malignant9 [malignant]" in out
     assert "leaks      0 groups cross split parts (ok)" in out
 

@@ -172,3 +172,16 @@ def test_near_duplicates_across_classes_share_a_group(tmp_path):
     for seed in range(5):
         check_split(d.split(seed), d.groups, len(d))
     assert make_folder(root=str(root), image_size=32, dedupe=False).groups[3] == "malignant/malignant (0)"
+    # Hashes come from the files, not the decode size, so groups and splits do not depend on image_size.
+    tiny = make_folder(root=str(root), image_size=8)
+    assert tiny.groups == d.groups and tiny.split(3) == d.split(3)
+
+
+def test_masks_in_a_subfolder_by_pattern(tmp_path):
+    root = _tree(tmp_path, {"benign": 2, "malignant": 2}, masks=False)
+    for cls in ("benign", "malignant"):
+        (root / cls / "masks").mkdir()
+        for k in range(2):
+            _mask(box=(0, 0, 10 * (k + 1), 30)).save(root / cls / "masks" / f"{cls} ({k}).png")
+    d = make_folder(root=str(root), image_size=40, mask_pattern="masks/{stem}.png")
+    assert d.has_masks and [int(d[i].mask.sum()) for i in range(4)] == [400, 800, 400, 800]

@@ -35,7 +35,7 @@ from robustbench_us.data.problems import ProblemLog, warn_data
 from robustbench_us.data.roots import find_dataset_dir
 from robustbench_us.errors import DataError
 from robustbench_us.protocols import Split
-from robustbench_us.splits import fold_split
+from robustbench_us.splits import check_split, fold_split
 
 CLASSES = ("benign", "malignant")
 SPLITS = {"random": None, "official-5fold": 5, "official-10fold": 10}
@@ -119,7 +119,9 @@ class BusbraDataset(FileDataset):
                             f"restore it from the BUS-BRA download or use split='random'.")
         train, val = float(fractions[0]), float(fractions[1])
         val_share = val / (train + val) if train + val > 0 else 0.0
-        return fold_split(folds, fold, self.labels, self.groups, seed, val_share)
+        split = fold_split(folds, fold, self.labels, self.groups, seed, val_share)
+        check_split(split, self.groups, len(self))
+        return split
 
 
 def make_busbra(*, root: str | None = None, image_size: int = 224, seed: int = 0, split: str = "random",

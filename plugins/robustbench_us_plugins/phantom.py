@@ -22,8 +22,9 @@ Each image is simulated, not drawn:
 A few descriptors cross classes (some benign masses are irregular, some
 malignant ones are parallel without shadow), as in real data. Deterministic per
 ``(seed, index)``: an image does not depend on ``count``. All images are rendered
-at once in batches (about 0.2 s for 240 images at 128 px on two cores) and kept
-as uint8 like decoded files. ``Sample.meta`` carries the BI-RADS descriptors.
+on first use, in batches on one core (about 0.35 s for the default suite's 240
+images at 128 px), and kept as uint8 like decoded files. ``Sample.meta`` (and
+``dataset.lesions``, without rendering) carries the BI-RADS descriptors.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from robustbench_us.data.io import UnreadableFileError, open_image, read_bytes, 
 from robustbench_us.data.problems import Problem, ProblemLog
 from robustbench_us.errors import DataError
 from robustbench_us.protocols import Sample, Split
-from robustbench_us.splits import grouped_stratified_split
+from robustbench_us.splits import check_split, grouped_stratified_split
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class _Loaded:
     original_size: tuple[int, int]  # (width, height)
     mode: str
     lesion_fraction: float | None  # share of the original image inside the merged mask
+    phash: int  # perceptual hash of the full-resolution grey image
 
 
 def _load(file: ImageFile, size: int) -> _Loaded | tuple[Path, str, str, str]:
@@ -67,6 +68,7 @@ def _load(file: ImageFile, size: int) -> _Loaded | tuple[Path, str, str, str]:
         original_size=(gray.shape[1], gray.shape[0]),
         mode=pil.mode,
         lesion_fraction=None if merged is None else float(merged.mean()),
+        phash=perceptual_hash(gray),
     )
 
 
@@ -122,6 +124,7 @@ class FileDataset:
         self.original_sizes: list[tuple[int, int]] = [r.original_size for r in loaded]
         self.modes: list[str] = [r.mode for r in loaded]
         self.lesion_fractions: list[float | None] = [r.lesion_fraction for r in loaded]
+        self.phashes: list[int] = [r.phash for r in loaded]
         self._manifest = self._hash_manifest(loaded, extra_manifest)
         self.dup_threshold = int(dup_threshold)
         self._near: NearDuplicates | None = None
@@ -157,7 +160,9 @@ class FileDataset:
 
     def split(self, seed: int, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> Split:
         """Seeded, stratified split in which no group (patient or near-duplicate cluster) spans two parts."""
-        return grouped_stratified_split(self.labels, self.groups, seed, fractions)
+        split = grouped_stratified_split(self.labels, self.groups, seed, fractions)
+        check_split(split, self.groups, len(self))
+        return split
 
     # ------------------------------------------------------------------ extras
     def arrays(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -165,11 +170,10 @@ class FileDataset:
         return self._images, self._masks
 
     def near_duplicates(self, threshold: int | None = None) -> NearDuplicates:
-        """Near-duplicate groups by perceptual hash (computed once, from the cached grey images)."""
+        """Near-duplicate groups by perceptual hash of the full-resolution images (so not of ``image_size``)."""
         threshold = self.dup_threshold if threshold is None else int(threshold)
         if self._near is None or self._near.threshold != threshold:
-            hashes = [perceptual_hash(img) for img in self._images.numpy()]
-            self._near = find_near_duplicates(hashes, self.labels, threshold)
+            self._near = find_near_duplicates(self.phashes, self.labels, threshold)
         return self._near
 
     def _make_groups(self) -> list[str]:
