@@ -113,6 +113,14 @@ def expand_cells(suite: Suite, registry: Registry) -> list[Cell]:
     return cells
 
 
+def _describe_failure(exc: BaseException, plugin: str) -> str:
+    """A failed cell's error text: the project's own message, or the plugin's exception with its traceback."""
+    if isinstance(exc, RobustBenchError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"plugin {plugin!r} raised {type(exc).__name__}: {exc}\n" + "".join(
+        traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
 def _require_finite(tensor: torch.Tensor, what: str) -> None:
     if not bool(torch.isfinite(tensor).all()):
         raise ContractError(f"{what} contain NaN or Inf; the cell cannot be measured.")
@@ -131,6 +139,7 @@ class _Evaluation:
     maps: dict[str, torch.Tensor]
     explainers: dict[str, Any]
     seconds: float
+    errors: dict[str, str] = field(default_factory=dict)  # explainer name → why it failed
 
 
 def select_indices(indices: Sequence[int], n_images: int, seed: int) -> list[int]:
@@ -227,12 +236,17 @@ class SuiteRunner:
             seg = run(lambda s: model.segment(x[s]), len(x)) if getattr(model, "has_segmentation", False) else None
         _require_finite(logits, "the model's clean logits")
         pred = logits.argmax(1)
-        explainers, maps = {}, {}
+        explainers, maps, errors = {}, {}, {}
         for entry in self.suite.explainers:
-            explainer = self.registry.create(Kind.EXPLAINER, entry.name, **entry.options)
-            explainers[entry.name] = explainer
-            maps[entry.name] = run(lambda s: explainer.explain(model, x[s], pred[s]), len(x))
-        return _Evaluation(ids, x, y, masks, logits, seg, maps, explainers, time.perf_counter() - start)
+            try:
+                explainer = self.registry.create(Kind.EXPLAINER, entry.name, **entry.options)
+                explainers[entry.name] = explainer
+                maps[entry.name] = run(lambda s: explainer.explain(model, x[s], pred[s]), len(x))
+                _require_finite(maps[entry.name], f"explainer {entry.name!r} (plugin {self._plugin(entry.name)!r}) "
+                                                  "on clean images")
+            except Exception as exc:  # noqa: BLE001 - recorded in each of this explainer's cells
+                errors[entry.name] = _describe_failure(exc, self._plugin(entry.name))
+        return _Evaluation(ids, x, y, masks, logits, seg, maps, explainers, time.perf_counter() - start, errors)
 
     # ----------------------------------------------------------------- attack
     def _region(self, attack: AttackEntry, masks: torch.Tensor | None) -> torch.Tensor | None:
@@ -259,6 +273,7 @@ class SuiteRunner:
             before = xb.clone()
             x_adv = attack.perturb(model, xb, ev.y[s], explainer=explainer,
                                    mask=region[s] if region is not None else None, generator=generator)
+            _require_finite(x_adv, f"the adversarial images of attack {attack_entry.display!r}")
             problems.extend(check_adversarial(xb, x_adv, norm=attack.norm, eps=float(attack.eps), x_before=before))
             return x_adv.detach()
 
@@ -269,8 +284,8 @@ class SuiteRunner:
         return x_adv, time.perf_counter() - start, distributed.all_gather_list(problems)
 
     def measure(self, model: nn.Module, ev: _Evaluation, x_adv: torch.Tensor,
-                explainer_names: Sequence[str]) -> tuple[dict[str, dict[str, float]], dict[str, float], dict]:
-        """Metrics of each explainer on the adversarial images."""
+                explainer_names: Sequence[str]) -> tuple[dict[str, dict[str, float] | str], dict[str, float], dict]:
+        """Metrics of each explainer on the adversarial images, or the error text of one that failed."""
         from robustbench_us import metrics
 
         run = self.batches.run
@@ -286,17 +301,28 @@ class SuiteRunner:
         if ev.seg is not None and ev.masks is not None:
             common |= metrics.segmentation_metrics(ev.seg, seg_adv, ev.masks)
         forward_seconds = time.perf_counter() - start
-        per_explainer, seconds, maps_adv = {}, {}, {}
+        per_explainer: dict[str, dict[str, float] | str] = {}
+        seconds, maps_adv = {}, {}
         for name in explainer_names:
+            if name in ev.errors:  # this explainer already failed on the clean images
+                per_explainer[name] = ev.errors[name]
+                continue
             start = time.perf_counter()
             explainer = ev.explainers[name]
-            maps_adv[name] = run(lambda s: explainer.explain(model, x_adv[s], pred_adv[s]), len(x_adv))
-            _require_finite(maps_adv[name], f"explainer {name!r} (plugin "
-                                            f"{self.registry.get(Kind.EXPLAINER, name).plugin!r}) on adversarial images")
+            try:
+                maps_adv[name] = run(lambda s: explainer.explain(model, x_adv[s], pred_adv[s]), len(x_adv))
+                _require_finite(maps_adv[name], f"explainer {name!r} (plugin {self._plugin(name)!r}) on "
+                                                "adversarial images")
+            except Exception as exc:  # noqa: BLE001 - one explainer failing must not fail the others' cells
+                per_explainer[name] = _describe_failure(exc, self._plugin(name))
+                continue
             per_explainer[name] = common | metrics.explanation_metrics(ev.maps[name], maps_adv[name], flipped,
                                                                        masks=ev.masks)
             seconds[name] = time.perf_counter() - start + forward_seconds
         return per_explainer, seconds, {"logits_adv": logits_adv, "maps_adv": maps_adv}
+
+    def _plugin(self, explainer: str) -> str:
+        return self.registry.get(Kind.EXPLAINER, explainer).plugin
 
     # -------------------------------------------------------------------- run
     def run(self) -> RunSummary:
@@ -360,8 +386,12 @@ class SuiteRunner:
                         cells: list[Cell], targets_map: bool, provenance: dict[str, Any],
                         summary: RunSummary) -> None:
         plugin = self.registry.get(Kind.ATTACK, attack_entry.name).plugin
-        explainer = ev.explainers[cells[0].explainer.name] if targets_map else None
         timing_base = {"clean_pass_seconds": ev.seconds}
+        if targets_map and cells[0].explainer.name in ev.errors:
+            self._write(cells[0], Status.FAILED, {}, timing_base, provenance, summary,
+                        error=ev.errors[cells[0].explainer.name])
+            return
+        explainer = ev.explainers[cells[0].explainer.name] if targets_map else None
         try:
             if explainer is not None and not getattr(explainer, "differentiable", False):
                 raise ContractError(f"attack {attack_entry.display!r} targets the explanation but explainer "
@@ -377,23 +407,21 @@ class SuiteRunner:
                 return
             with time_limit(self.suite.cell_timeout, f"measuring attack {attack_entry.display!r}"):
                 per_explainer, seconds, adv = self.measure(model, ev, x_adv, [c.explainer.name for c in cells])
-        except RobustBenchError as exc:
-            for cell in cells:
-                self._write(cell, Status.FAILED, {}, timing_base, provenance, summary,
-                            error=f"{type(exc).__name__}: {exc}")
-            return
-        except Exception as exc:  # noqa: BLE001 - a third-party plugin failed; record it, keep the run going
-            detail = f"plugin {plugin!r} raised {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        except Exception as exc:  # noqa: BLE001 - a plugin failed; record it, keep the run going
+            detail = _describe_failure(exc, plugin)
             logger.error("cell failed: %s", detail.splitlines()[0])
             for cell in cells:
                 self._write(cell, Status.FAILED, {}, timing_base, provenance, summary, error=detail)
             return
         for cell in cells:
+            result = per_explainer[cell.explainer.name]
+            if isinstance(result, str):
+                self._write(cell, Status.FAILED, {}, timing_base, provenance, summary, error=result)
+                continue
             timing = timing_base | {"attack_seconds": attack_seconds,
                                     "adversarial_eval_seconds": seconds[cell.explainer.name]}
             figures = self._figures(cell, ev, x_adv, adv) if self.suite.figures and distributed.is_writer() else []
-            self._write(cell, Status.OK, per_explainer[cell.explainer.name], timing, provenance, summary,
-                        figures=figures)
+            self._write(cell, Status.OK, result, timing, provenance, summary, figures=figures)
 
     def _figures(self, cell: Cell, ev: _Evaluation, x_adv: torch.Tensor, adv: dict[str, Any]) -> list[str]:
         """The study's panels for this cell (label kept & map moved; label flipped), relative to the suite folder."""

@@ -41,3 +41,39 @@ def tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
     """Four seeded 32×32 images in [0, 1] and their labels."""
     g = torch.Generator().manual_seed(0)
     return torch.rand(4, 3, 32, 32, generator=g), torch.tensor([0, 1, 0, 1])
+
+
+# ---------------------------------------------------------------- reliability page
+from tests.reliability import Reliability, Row, render  # noqa: E402
+
+_RELIABILITY_ROWS: list[Row] = []
+
+
+def pytest_addoption(parser):
+    parser.addoption("--reliability-doc", default=None, metavar="PATH",
+                     help="write the reliability table (docs/reliability.md) from this run's rows")
+
+
+@pytest.fixture
+def reliability(request) -> Reliability:
+    """Report a row of docs/reliability.md from this test (kept only if the test passes)."""
+    return Reliability(request.node.nodeid, _RELIABILITY_ROWS)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        for row in _RELIABILITY_ROWS:
+            if row.test == item.nodeid:
+                row.passed = report.passed
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = session.config.getoption("--reliability-doc")
+    if path and _RELIABILITY_ROWS:
+        import sys
+
+        command = "pytest " + " ".join(a for a in sys.argv[1:])
+        Path(path).write_text(render(_RELIABILITY_ROWS, command), encoding="utf-8")

@@ -20,12 +20,12 @@ def registry() -> Registry:
     return Registry(get_plugin_manager(environ=ENV, extra_plugins=[("toy", toy)]))
 
 
-def suite_of(registry, attacks, name="toy-suite", n_images=8):
+def suite_of(registry, attacks, name="toy-suite", n_images=8, explainers=("gradcam",), **head):
     data = {
-        "suite": {"name": name, "seed": 1, "n_images": n_images, "batch_size": 4},
+        "suite": {"name": name, "seed": 1, "n_images": n_images, "batch_size": 4} | head,
         "datasets": [{"name": "toy-squares", "options": {"count": 40}}],
         "models": [{"name": "tiny-cnn", "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "augment": False}}],
-        "explainers": [{"name": "gradcam"}],
+        "explainers": [{"name": e} for e in explainers],
         "attacks": attacks,
     }
     return parse_suite(data, registry=registry)
@@ -58,7 +58,7 @@ def test_records_per_cell_and_resume(tmp_path, registry):
     assert second.written == [] and second.skipped == 2
 
 
-def test_a_raising_plugin_fails_its_cell_and_the_run_goes_on(tmp_path, registry):
+def test_a_raising_plugin_fails_its_cell_and_the_run_goes_on(tmp_path, registry, reliability):
     suite = suite_of(registry, [{"name": "raising", "eps": 0.01}, {"name": "fgsm", "eps": 0.01}])
     summary = run_suite(suite, tmp_path, registry=registry, progress=False)
     statuses = {json.loads(p.read_text())["config"]["attack"]: json.loads(p.read_text()) for p in summary.written}
@@ -68,12 +68,36 @@ def test_a_raising_plugin_fails_its_cell_and_the_run_goes_on(tmp_path, registry)
     assert "plugin 'toy' raised ValueError: boom from the broken attack" in failed["error"]
     assert "Traceback" in failed["error"]
     assert len(summary.failed) == 1
+    reliability.row("Faults", "an attack plugin raises", "cell recorded failed with plugin name, error and traceback; "
+                    "other cells finished; run exits non-zero", cells_ok=1, cells_failed=len(summary.failed))
 
 
-def test_an_attack_over_its_budget_is_invalid(tmp_path, registry):
+def test_an_attack_over_its_budget_is_invalid(tmp_path, registry, reliability):
     suite = suite_of(registry, [{"name": "over-budget", "eps": 0.01}])
     summary = run_suite(suite, tmp_path, registry=registry, progress=False)
     record = json.loads(summary.written[0].read_text())
     assert record["status"] == Status.INVALID
     assert "broke the contract" in record["error"] and "over-budget" in record["error"]
     assert summary.invalid and summary.ok  # invalid cells are kept off the board but do not fail the run
+    reliability.row("Faults", "an attack exceeds its declared budget (3×ε)", "cell recorded invalid with the "
+                    "measured size; kept off the leaderboard", cells_invalid=len(summary.invalid))
+
+
+def test_nan_outputs_and_hangs_fail_their_cells_only(tmp_path, registry, reliability):
+    suite = suite_of(registry, [{"name": "nan-attack", "eps": 0.0}, {"name": "hanging", "eps": 0.0},
+                                {"name": "fgsm", "eps": 0.01}], explainers=("gradcam", "nan-map"),
+                     cell_timeout=2.0, figures=False)
+    summary = run_suite(suite, tmp_path, registry=registry, progress=False)
+    records = [json.loads(p.read_text()) for p in summary.written]
+    by = {(r["config"]["attack"], r["config"]["explainer"]): r for r in records}
+    assert "NaN or Inf" in by[("nan-attack", "gradcam")]["error"]
+    assert "cell_timeout of 2 s" in by[("hanging", "gradcam")]["error"]
+    assert "explainer 'nan-map'" in by[("fgsm", "nan-map")]["error"]
+    assert by[("fgsm", "gradcam")]["status"] == Status.OK
+    failed = [r for r in records if r["status"] == Status.FAILED]
+    assert len(failed) == 5  # nan-attack ×2, hanging ×2, fgsm × nan-map
+    reliability.row("Faults", "an attack returns NaN; an explainer returns NaN maps",
+                    "those cells recorded failed naming the plugin; the rest finished", cells_failed=3,
+                    cells_ok=1)
+    reliability.row("Faults", "an attack hangs past cell_timeout (2 s)", "cell recorded failed with the timeout; "
+                    "the run went on", cells_failed=2)

@@ -6,7 +6,7 @@ import hashlib
 
 import torch
 
-from robustbench_us import AttackSpec, AttackTarget, DatasetSpec, ModelSpec, Norm, hookimpl
+from robustbench_us import AttackSpec, AttackTarget, DatasetSpec, ExplainerSpec, ModelSpec, Norm, hookimpl
 from robustbench_us.protocols import Sample, Split
 from robustbench_us.splits import grouped_stratified_split
 from tests.fakes.tiny import TinyNet
@@ -67,6 +67,43 @@ class OverBudget(Raising):
         return (x + 3 * self.eps).clamp(0, 1)
 
 
+class NaNAttack(Raising):
+    def perturb(self, model, x, y, *, explainer=None, mask=None, generator=None):
+        out = x.clone()
+        out[0, 0, 0, 0] = float("nan")
+        return out
+
+
+class Hanging(Raising):
+    def perturb(self, model, x, y, *, explainer=None, mask=None, generator=None):
+        import time
+
+        while True:
+            time.sleep(0.01)
+
+
+class NaNMap:
+    differentiable = False
+
+    def explain(self, model, x, target, *, create_graph=False):
+        return torch.full(x.shape[:1] + x.shape[2:], float("nan"))
+
+
+def make_nan_attack(*, eps: float = 0.0) -> NaNAttack:
+    """An attack whose output holds a NaN."""
+    return NaNAttack(eps)
+
+
+def make_hanging(*, eps: float = 0.0) -> Hanging:
+    """An attack that never returns."""
+    return Hanging(eps)
+
+
+def make_nan_map() -> NaNMap:
+    """An explainer whose maps are NaN."""
+    return NaNMap()
+
+
 def make_raising(*, eps: float = 0.0) -> Raising:
     """An attack that always raises."""
     return Raising(eps)
@@ -91,3 +128,10 @@ def register_models(register):
 def register_attacks(register):
     register(AttackSpec(name="raising", factory=make_raising, eps=0.0))
     register(AttackSpec(name="over-budget", factory=make_over_budget, eps=0.01))
+    register(AttackSpec(name="nan-attack", factory=make_nan_attack, eps=0.0))
+    register(AttackSpec(name="hanging", factory=make_hanging, eps=0.0))
+
+
+@hookimpl
+def register_explainers(register):
+    register(ExplainerSpec(name="nan-map", factory=make_nan_map))
