@@ -149,7 +149,7 @@ KWARGS: dict[tuple[str, str], dict] = {
     ("attack", "topk"): {"options": {"steps": 2}},
     ("attack", "mass-center"): {"options": {"steps": 2}},
     ("attack", "target-map"): {"options": {"steps": 2}},
-    ("explainer", "integrated-gradients"): {"options": {"steps": 8}},
+    ("explainer", "integrated-gradients"): {"options": {"steps": 4}},
     ("explainer", "smoothgrad"): {"options": {"samples": 4}},
     ("model", "resnet50"): {"batch": 2},
     ("model", "resnet50-mtl"): {"batch": 2},
@@ -158,7 +158,8 @@ KWARGS: dict[tuple[str, str], dict] = {
 }
 # Several seconds even when made small: run by `make test`, deselect with -m "not slow".
 SLOW = {("attack", "ifgsm-paper"), ("attack", "topk"), ("attack", "mass-center"), ("attack", "target-map"),
-        ("model", "resnet50"), ("model", "resnet50-mtl"), ("model", "timm:*")}
+        ("model", "resnet50"), ("model", "resnet50-mtl"), ("model", "timm:*"), ("dataset", "busi"),
+        ("dataset", "busbra")}
 
 
 def image_folder(root: Path) -> str:
