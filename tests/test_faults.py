@@ -10,7 +10,7 @@ import torch
 from robustbench_us.faults import BatchSizer, CellTimeout, time_limit
 
 
-def test_out_of_memory_halves_the_batch_and_keeps_every_result():
+def test_out_of_memory_halves_the_batch_and_keeps_every_result(reliability):
     calls = []
 
     def fake_forward(s: slice) -> torch.Tensor:
@@ -25,6 +25,8 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_result():
     assert out.tolist() == list(range(10))  # nothing lost, nothing repeated, in order
     assert sizer.batch_size == 2  # 16 → 8 → 4 → 2, then kept
     assert calls[:4] == [10, 8, 4, 2]
+    reliability.row("Faults", "CUDA out-of-memory (fake allocator failure on CPU)", "batch halved and retried; "
+                    "every result kept, in order", batch_sizes_tried="16→8→4→2", results=len(out))
 
 
 def test_out_of_memory_at_batch_one_re_raises():

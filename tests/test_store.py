@@ -34,16 +34,18 @@ def test_write_then_read_back(tmp_path):
     assert not list(store.records_dir.glob(".*.tmp"))  # no temp files left behind
 
 
-def test_an_edited_number_is_refused(tmp_path):
+def test_an_edited_number_is_refused(tmp_path, reliability):
     path = ResultStore(tmp_path, "s").write(make_record())
     data = json.loads(path.read_text())
     data["metrics"]["adv_accuracy"] = 0.99
     path.write_text(json.dumps(data))
     with pytest.raises(RecordError, match="integrity hash does not match"):
         read_record(path)
+    reliability.row("Bad input", "result record with an edited number", "refused, naming the file (integrity hash)",
+                    records_refused=1)
 
 
-def test_unknown_version_and_torn_file_are_refused(tmp_path):
+def test_unknown_version_and_torn_file_are_refused(tmp_path, reliability):
     store = ResultStore(tmp_path, "s")
     path = store.write(make_record())
     data = json.loads(path.read_text())
@@ -55,6 +57,8 @@ def test_unknown_version_and_torn_file_are_refused(tmp_path):
     with pytest.raises(RecordError, match="unreadable record"):
         read_record(path)
     assert not store.is_finished("c1")  # a broken record means the cell runs again
+    reliability.row("Bad input", "result record of an unknown schema version; a torn (truncated) record",
+                    "refused, naming the file; the cell is re-run", records_refused=2)
 
 
 def test_failed_cells_are_retried_invalid_ones_are_final(tmp_path):
@@ -66,8 +70,10 @@ def test_failed_cells_are_retried_invalid_ones_are_final(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["../escape", "/etc/passwd", "a/../../b"])
-def test_paths_stay_inside_the_results_folder(tmp_path, bad):
+def test_paths_stay_inside_the_results_folder(tmp_path, bad, reliability):
     with pytest.raises(RobustBenchError, match="would leave the results folder"):
         safe_join(tmp_path, bad)
     with pytest.raises(RobustBenchError):
         ResultStore(tmp_path, bad)
+    reliability.row("Security", f"output path {bad!r} from a suite", "refused: stays inside the results folder",
+                    attempts=2)
