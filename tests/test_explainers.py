@@ -31,6 +31,15 @@ LIGHT_OPTIONS = {"integrated-gradients": {"steps": 2}, "smoothgrad": {"samples":
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors on a shared 2-core machine: extra intra-op threads only thrash."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_explainer(name: str, **options):
     """The explainer ``name`` from the plugin registry, with the fast test options."""
     return default_registry().create("explainer", name, **{**FAST_OPTIONS.get(name, {}), **options})

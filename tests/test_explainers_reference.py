@@ -39,6 +39,7 @@ from robustbench_us_plugins.gradcam import GradCAM
 from robustbench_us_plugins.gradients import IntegratedGradients, Saliency, SmoothGrad
 from tests.fakes.tiny import TinyNet
 from tests.test_explainers import images, small_resnet18
+from tests.test_explainers import one_thread  # noqa: F401  (autouse: one intra-op thread)
 
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
 captum_attr = pytest.importorskip("captum.attr")

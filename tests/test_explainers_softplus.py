@@ -11,6 +11,7 @@ from robustbench_us.softplus import softplus_relu
 from tests.fakes.tiny import TinyNet
 from tests.test_explainers import (EXPLAINER_NAMES, LIGHT_OPTIONS, hook_count, images, live_tensor_count,
                                    make_explainer, small_resnet18)
+from tests.test_explainers import one_thread  # noqa: F401  (autouse: one intra-op thread)
 
 
 def relu_places(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
