@@ -210,7 +210,8 @@ class SuiteRunner:
             else:
                 split = dataset.split(dataset_entry.split_seed)
                 report = train_model(model, [(dataset, split)], config, device=self.device, progress=self.progress)
-                card = {"architecture": entry.name, "input_size": input_size, "dataset": dataset_entry.name,
+                card = {"architecture": entry.name, "model_options": entry.options, "input_size": input_size,
+                        "dataset": dataset_entry.name,
                         "dataset_manifest": dataset.manifest_hash(), "split_seed": dataset_entry.split_seed,
                         "recipe": settings, "best_epoch": report.best_epoch, "val_metrics": report.val_metrics,
                         "test_metrics": report.test_metrics, "init": info["model_init"]}

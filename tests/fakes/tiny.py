@@ -30,9 +30,14 @@ class TinyNet(nn.Module):
         return self.head(feats.mean(dim=(2, 3)))
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_both(x)[1]
+
+    def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and mask logits from one pass (training uses it, so BatchNorm-free stats update once)."""
         feats = self.stage2(self.stage1(x))
-        return nn.functional.interpolate(self.mask_head(feats), size=x.shape[-2:], mode="bilinear",
-                                         align_corners=False)
+        masks = nn.functional.interpolate(self.mask_head(feats), size=x.shape[-2:], mode="bilinear",
+                                          align_corners=False)
+        return self.head(feats.mean(dim=(2, 3))), masks
 
 
 def make_tiny(*, input_size: int = 32, num_classes: int = 2) -> TinyNet:
