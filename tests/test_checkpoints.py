@@ -44,12 +44,13 @@ def test_round_trip_is_bit_identical_and_card_records_sha(saved):
     assert not list(path.parent.glob("*.tmp"))  # atomic writes leave no temporary files
 
 
-def test_expected_sha256_mismatch_is_refused(saved):
+def test_expected_sha256_mismatch_is_refused(saved, reliability):
     _, path, sha = saved
     wrong = "0" * 64
     with pytest.raises(CheckpointError, match=r"integrity check.*expected_sha256 says 0{64}"):
         load_checkpoint(TinyNet(), path, expected_sha256=wrong)
     load_checkpoint(TinyNet(), path, expected_sha256=sha.upper())  # case does not matter
+    reliability.row("Bad input", "checkpoint whose sha256 differs from the suite's", "refused with CheckpointError naming the file and both digests", checkpoints_refused=1)
 
 
 def test_modified_weights_are_refused_by_the_card_sha(saved):
@@ -62,7 +63,7 @@ def test_modified_weights_are_refused_by_the_card_sha(saved):
         load_checkpoint(TinyNet(), path)
 
 
-def test_truncated_file_is_refused(saved):
+def test_truncated_file_is_refused(saved, reliability):
     _, path, _ = saved
     weights, card_path = checkpoint_paths(path)
     weights.write_bytes(weights.read_bytes()[:200])
@@ -74,9 +75,10 @@ def test_truncated_file_is_refused(saved):
     card_path.write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_checkpoint(TinyNet(), path)
+    reliability.row("Bad input", "truncated checkpoint (with its card, and with a card matching the truncated bytes)", "refused both times; nothing loaded", checkpoints_refused=2)
 
 
-def test_wrong_architecture_is_refused_with_names(saved):
+def test_wrong_architecture_is_refused_with_names(saved, reliability):
     _, path, _ = saved
     three_way = TinyNet(num_classes=3)
     with pytest.raises(CheckpointError, match=r"shape mismatch: head\.weight.*saved from 'tiny-cnn'"):
@@ -84,10 +86,11 @@ def test_wrong_architecture_is_refused_with_names(saved):
     plain = nn.Sequential(nn.Conv2d(3, 8, 3))
     with pytest.raises(CheckpointError, match="missing from checkpoint: 0.weight"):
         load_checkpoint(plain, path)
+    reliability.row("Bad input", "checkpoint of another architecture", "refused, naming the mismatched tensors", checkpoints_refused=2)
 
 
 @pytest.mark.parametrize("name", ["weights.pt", "weights.safetensors"])
-def test_pickle_files_are_refused_without_unpickling(tmp_path, name):
+def test_pickle_files_are_refused_without_unpickling(tmp_path, name, reliability):
     class Boom:
         def __reduce__(self):
             return (exec, ("raise SystemExit('unpickled!')",))
@@ -98,6 +101,7 @@ def test_pickle_files_are_refused_without_unpickling(tmp_path, name):
     (tmp_path / "weights.json").write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match="never unpickles"):
         load_checkpoint(TinyNet(), target)
+    reliability.row("Bad input", f"pickle holding code, saved as {name}", "refused; never unpickled (the payload did not run)", checkpoints_refused=1)
 
 
 def test_missing_card_needs_an_expected_digest(saved):
