@@ -69,7 +69,8 @@ def counted_run(tmp_path_factory):
     """Run one dataset × two models × two explainers × five attack settings; return the calls per image size."""
     root = tmp_path_factory.mktemp("counts")
     checkpoint = root / "counting"
-    save_checkpoint(CountingNet(), checkpoint, {"architecture": "counting-cnn"})  # no training: every call is the suite's
+    # No training, so every call counted is the suite's own.
+    save_checkpoint(CountingNet(), checkpoint, {"architecture": "counting-cnn"})
     registry = Registry(get_plugin_manager(environ={"ROBUSTBENCH_US_PLUGINS": "gradcam,cams,fgsm,iterative"},
                                            extra_plugins=[("toy", toy), ("counting", CountingPlugins())]))
     suite = parse_suite({
