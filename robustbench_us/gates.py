@@ -181,10 +181,11 @@ def failed(results: Sequence[GateResult]) -> list[GateResult]:
 
 
 def summary_line(results: Sequence[GateResult]) -> str:
-    """E.g. ``thresholds: 5 checks, 1 failed (2 thresholds)``."""
+    """E.g. ``thresholds: 5 checks of 2 thresholds, 1 failed``."""
     bad = failed(results)
     n_thresholds = len({r.index for r in results})
-    return f"thresholds: {len(results)} checks of {n_thresholds} thresholds, {len(bad)} failed"
+    plural = "" if n_thresholds == 1 else "s"
+    return f"thresholds: {len(results)} checks of {n_thresholds} threshold{plural}, {len(bad)} failed"
 
 
 def junit_tree(results: Sequence[GateResult], suite_name: str) -> ET.ElementTree:

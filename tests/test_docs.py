@@ -73,16 +73,17 @@ def python_blocks(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("hook", HOOKS)
-def test_each_hooks_example_runs(hook, monkeypatch, tmp_path):
-    """The first python block of each hook's section is a whole plugin module; run it as one."""
+def test_each_hooks_example_runs(hook, monkeypatch, tmp_path, capsys):
+    """The first python block of each hook's section is a whole plugin module; run it as ``python file.py`` would."""
     monkeypatch.chdir(tmp_path)
     section = next(body for heading, body in sections("plugins.md").items() if heading.split("(")[0].strip() == hook)
     (code, *_) = python_blocks(section)
-    name = f"docs_example_{hook}"
-    module = types.ModuleType(name)
-    monkeypatch.setitem(sys.modules, name, module)
+    module = types.ModuleType("__main__")
+    module.__file__ = str(tmp_path / f"{hook}_example.py")
+    monkeypatch.setitem(sys.modules, "__main__", module)
     exec(compile(code, f"docs/plugins.md ({hook})", "exec"), module.__dict__)  # noqa: S102 - our own docs
     assert callable(getattr(module, hook)), f"the {hook} example must define the hook it documents"
+    assert "checks passed" in capsys.readouterr().out, f"the {hook} example must end by running the kit"
 
 
 def test_every_suite_key_is_documented():
