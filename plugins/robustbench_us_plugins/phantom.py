@@ -92,20 +92,20 @@ class _Draws:
 
 def _draw_lesion(label: int, d: _Draws) -> Lesion:
     if label == 0:
-        echo = d.choice({"anechoic": 0.3, "hypoechoic": 0.6, "heterogeneous": 0.1})
-        shape = d.choice({"oval": 0.65, "round": 0.25, "irregular": 0.1})
-        margin = d.choice({"circumscribed": 0.8, "microlobulated": 0.1, "indistinct": 0.1})
-        orientation = d.choice({"parallel": 0.92, "not parallel": 0.08})
+        echo = d.choice({"anechoic": 0.35, "hypoechoic": 0.58, "heterogeneous": 0.07})
+        shape = d.choice({"oval": 0.7, "round": 0.24, "irregular": 0.06})
+        margin = d.choice({"circumscribed": 0.86, "microlobulated": 0.07, "indistinct": 0.07})
+        orientation = d.choice({"parallel": 0.95, "not parallel": 0.05})
         posterior = d.choice({"enhancement": 1.0} if echo == "anechoic" else
-                             {"none": 0.6, "enhancement": 0.32, "shadowing": 0.08})
+                             {"none": 0.5, "enhancement": 0.46, "shadowing": 0.04})
         halo, calc = d.u() < 0.0, d.u() < 0.03
     else:
         echo = d.choice({"hypoechoic": 0.4, "heterogeneous": 0.6})
-        shape = d.choice({"irregular": 0.8, "round": 0.1, "oval": 0.1})
-        margin = d.choice({"spiculated": 0.35, "angular": 0.25, "microlobulated": 0.2, "indistinct": 0.15,
-                           "circumscribed": 0.05})
-        orientation = d.choice({"not parallel": 0.7, "parallel": 0.3})
-        posterior = d.choice({"shadowing": 0.7, "none": 0.25, "enhancement": 0.05})
+        shape = d.choice({"irregular": 0.86, "round": 0.08, "oval": 0.06})
+        margin = d.choice({"spiculated": 0.35, "angular": 0.27, "microlobulated": 0.2, "indistinct": 0.16,
+                           "circumscribed": 0.02})
+        orientation = d.choice({"not parallel": 0.8, "parallel": 0.2})
+        posterior = d.choice({"shadowing": 0.85, "none": 0.12, "enhancement": 0.03})
         halo, calc = d.u() < 0.4, d.u() < 0.35
     return Lesion(shape, margin, orientation, echo, posterior, halo, calc)
 
@@ -116,7 +116,7 @@ _C = 6  # most calcifications
 _L = 3  # most Cooper's ligaments
 
 
-def _draw_params(lesion: Lesion, d: _Draws) -> dict[str, float | list[float]]:
+def _draw_params(lesion: Lesion, label: int, d: _Draws) -> dict[str, float | list[float]]:
     """Every random number of one image except the noise fields (fixed keys and lengths)."""
     p: dict[str, float | list[float]] = {}
     # Layers: depths (fractions of the image height) and undulations.
@@ -139,7 +139,7 @@ def _draw_params(lesion: Lesion, d: _Draws) -> dict[str, float | list[float]]:
     # Lesion geometry: centre, size, axes (a lateral, b axial), tilt.
     p["cz"] = d.u(0.3, 0.52)
     p["cx"] = d.u(0.28, 0.72)
-    size = d.u(0.08, 0.18)
+    size = d.u(0.07, 0.16) if label == 0 else d.u(0.1, 0.2)  # malignant masses tend to be larger
     if lesion.orientation == "parallel":
         ratio = d.u(1.0, 1.25) if lesion.shape == "round" else d.u(1.35, 2.1)  # width / height
         tilt = d.u(-12.0, 12.0)
@@ -166,7 +166,7 @@ def _draw_params(lesion: Lesion, d: _Draws) -> dict[str, float | list[float]]:
                       "heterogeneous": d.u(-19.0, -13.0)}[lesion.echo_pattern]
     p["hetero_db"] = d.u(4.0, 7.0) if lesion.echo_pattern == "heterogeneous" else d.u(0.5, 1.5)
     p["halo_db"] = d.u(3.0, 6.0) if lesion.halo else 0.0
-    p["posterior_db"] = {"shadowing": d.u(-16.0, -9.0), "none": d.u(-1.0, 1.0),
+    p["posterior_db"] = {"shadowing": d.u(-22.0, -12.0), "none": d.u(-1.0, 1.0),
                          "enhancement": d.u(4.0, 8.0)}[lesion.posterior]
     n_calc = 2 + int(d.u() * (_C - 1)) if lesion.calcifications else 0
     p["calc_u"] = d.many(_C, -0.6, 0.6)
@@ -313,7 +313,7 @@ def _draw(index: int, label: int, seed: int) -> tuple[Lesion, dict[str, float | 
     g = torch.Generator().manual_seed(_image_seed(seed, index))
     draws = _Draws(g)
     lesion = _draw_lesion(label, draws)
-    return lesion, _draw_params(lesion, draws), g
+    return lesion, _draw_params(lesion, label, draws), g
 
 
 def draw_lesions(indices: list[int], labels: list[int], seed: int) -> list[Lesion]:
