@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from robustbench_us.plugins import Registry, get_plugin_manager
 from robustbench_us.records import Status

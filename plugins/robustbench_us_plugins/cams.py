@@ -42,7 +42,7 @@ class HiResCAM(ActivationCAM):
 
 
 class LayerCAM(ActivationCAM):
-    """LayerCAM (Jiang et al., IEEE TIP 2021): activations weighted by their positive gradients, position by position."""
+    """LayerCAM (Jiang et al., IEEE TIP 2021): activations weighted by their positive gradients, pixel by pixel."""
 
     name = "layercam"
 

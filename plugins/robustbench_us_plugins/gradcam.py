@@ -46,7 +46,7 @@ def parse_option(enum: type[StrEnum], value: Any, explainer: str, option: str) -
 
 
 def check_batch(explainer: str, x: torch.Tensor, target: torch.Tensor) -> None:
-    """Raise :class:`ContractError` unless ``x`` is a float ``[N, C, H, W]`` batch and ``target`` a matching ``[N]`` index tensor."""
+    """Raise :class:`ContractError` unless ``x`` is a float ``[N, C, H, W]`` batch and ``target`` ``[N]`` indices."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
         got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ContractError(f"Explainer {explainer!r} takes images as a float tensor [N, 3, H, W] in [0, 1]; "
