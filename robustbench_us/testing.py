@@ -47,9 +47,10 @@ so one parametrised test covers every plugin a distribution registers.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,19 +208,17 @@ class _Resolved:
     label: str
 
 
+SPEC_NAMES = {Kind.ATTACK: "AttackSpec", Kind.EXPLAINER: "ExplainerSpec", Kind.MODEL: "ModelSpec",
+              Kind.DATASET: "DatasetSpec"}
+
+
 def _resolve(kind: Kind, target: Any, build: Callable[[Callable[..., Any]], Any], registry: Registry | None) -> _Resolved:
     """A plugin object from a registered name, a spec, a factory, or the object itself."""
     spec: Spec | None = None
     if isinstance(target, str):
-        registry = registry or default_registry()
-        spec = registry.get(kind, target)
-        factory: Callable[..., Any] | None = spec.factory
-        if spec.is_family:
-            variant = target.split(":", 1)[1]
-            original = spec.factory
-
-            def factory(**options: Any) -> Any:  # noqa: F811 - bind the family's variant
-                return original(variant=variant, **options)
+        spec = (registry or default_registry()).get(kind, target)
+        # A family ('timm:*') answers 'timm:resnet18': the part after ':' reaches the factory as variant=.
+        factory = functools.partial(spec.factory, variant=target.split(":", 1)[1]) if spec.is_family else spec.factory
         label = f"{target!r} (plugin {spec.plugin!r})" if spec.plugin else repr(target)
     elif isinstance(target, Spec):
         spec, factory = target, target.factory
@@ -240,10 +239,6 @@ def _resolve(kind: Kind, target: Any, build: Callable[[Callable[..., Any]], Any]
         raise ConformanceError(f"{kind} {label}: the factory raised {type(exc).__name__}: {exc}. "
                                f"The runner builds it the same way; fix the factory.") from exc
     return _Resolved(obj, spec, label)
-
-
-SPEC_NAMES = {Kind.ATTACK: "AttackSpec", Kind.EXPLAINER: "ExplainerSpec", Kind.MODEL: "ModelSpec",
-              Kind.DATASET: "DatasetSpec"}
 
 
 def _is_plugin_object(kind: Kind, obj: Any) -> bool:
@@ -865,9 +860,3 @@ def registered_params(kind: Kind | str, *, registry: Registry | None = None, dis
                 marks.append(pytest.mark.skip(reason=f"family {name}: give a variant to check in variants="))
         params.append(pytest.param(target, id=name, marks=marks))
     return params
-
-
-def iter_reports(kind: Kind | str, names: Iterable[str], **kwargs: Any) -> Iterator[ConformanceReport]:
-    """Check each of ``names`` in turn (for scripts; a failure raises at the first broken plugin)."""
-    for name in names:
-        yield check_plugin(kind, name, **kwargs)

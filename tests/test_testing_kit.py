@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustbench_us import AttackSpec, AttackTarget, ExplainerSpec, Norm
+from robustbench_us import AttackSpec, AttackTarget, ExplainerSpec, ModelSpec, Norm, hookimpl
 from robustbench_us.plugins import Registry, get_plugin_manager
 from robustbench_us.protocols import Sample, Split
 from robustbench_us.testing import (ConformanceError, InputGradientExplainer, check_attack, check_dataset,
@@ -188,10 +188,10 @@ def test_a_factory_that_raises_is_reported_as_the_first_failure():
         check_attack(make, eps=EPS)
 
 
-@pytest.mark.parametrize("name", ["fgsm", "random-sign"])
-def test_reference_attacks_pass_by_name(name):
-    report = check_attack(name, eps=EPS)
-    assert report.name == f"{name!r} (plugin 'fgsm')" and "budget" in report.checks
+def test_a_reference_attack_passes_by_name_and_is_labelled_with_its_plugin():
+    report = check_attack("fgsm", eps=EPS)
+    assert report.name == "'fgsm' (plugin 'fgsm')" and "budget" in report.checks
+    assert str(report).startswith("attack 'fgsm' (plugin 'fgsm'): 13 checks passed (declares-norm, ")
 
 
 def test_an_explanation_attack_gets_a_differentiable_explainer():
@@ -272,9 +272,8 @@ def test_float32_noise_is_not_a_batch_dependence():
     assert "batch-consistent" in check_explainer(Jitter()).checks
 
 
-@pytest.mark.parametrize("name", ["gradcam", "saliency"])
-def test_reference_explainers_pass_by_name(name):
-    assert "batch-consistent" in check_explainer(name).checks
+def test_a_reference_explainer_passes_by_name():
+    assert "batch-consistent" in check_explainer("gradcam").checks
 
 
 # ------------------------------------------------------------------------------ models
@@ -416,34 +415,69 @@ def test_the_phantom_passes_by_name():
 
 
 # ------------------------------------------------------------------------------ helpers
-def registry_with_fakes() -> Registry:
-    from tests.fakes import family
+def make_over_budget(*, eps: float = EPS) -> OverBudget:
+    """Three times over its budget."""
+    return OverBudget(eps)
 
+
+def make_tiny(*, input_size: int = 32) -> TinyNet:
+    """The tiny CNN of the tests."""
+    return TinyNet(input_size=input_size)
+
+
+def make_not_a_model(*, variant: str, input_size: int = 32) -> dict:
+    """A model family whose factory forgets to build a module."""
+    return {"variant": variant, "input_size": input_size}
+
+
+class KitFakes:
+    """A plugin object for the registry helpers: two attacks, a model and a model family."""
+
+    @hookimpl
+    def register_attacks(self, register):
+        register(AttackSpec(name="kit-uniform", factory=make_uniform, target=AttackTarget.NONE))
+        register(AttackSpec(name="kit-over-budget", factory=make_over_budget, target=AttackTarget.NONE))
+
+    @hookimpl
+    def register_models(self, register):
+        register(ModelSpec(name="kit-tiny", factory=make_tiny, input_size=32, has_segmentation=True))
+        register(ModelSpec(name="kit:*", factory=make_not_a_model, input_size=32))
+
+
+def registry_with_fakes() -> Registry:
     return Registry(get_plugin_manager(environ={"ROBUSTBENCH_US_PLUGINS": "fgsm"},
-                                       extra_plugins=[("toy", toy), ("family", family)]))
+                                       extra_plugins=[("kit", KitFakes())]))
 
 
 def test_registered_names_filter_by_plugin_and_distribution():
     registry = registry_with_fakes()
-    assert registered_names("attack", registry=registry) == ["fgsm", "over-budget", "raising", "random-sign"]
-    assert registered_names("attack", registry=registry, plugin="toy") == ["over-budget", "raising"]
-    assert registered_names("attack", registry=registry, distribution="robustbench-us") == ["fgsm", "random-sign"]
+    mine = registered_names("attack", registry=registry, plugin="kit")
+    builtin = registered_names("attack", registry=registry, distribution="robustbench-us")
+    assert mine == ["kit-over-budget", "kit-uniform"]
+    assert "fgsm" in builtin and not set(builtin) & set(mine)  # a local plugin has no distribution
+    assert registered_names("attack", registry=registry) == sorted(builtin + mine)
 
 
 def test_registered_params_skip_with_reasons_and_check_families_through_a_variant():
     registry = registry_with_fakes()
-    params = registered_params("model", registry=registry, skip={"tiny-cnn": "slow"})
+    params = registered_params("model", registry=registry, skip={"kit-tiny": "slow"})
     assert [(p.id, p.values[0], [m.kwargs.get("reason") for m in p.marks]) for p in params] == [
-        ("tiny-cnn", "tiny-cnn", ["slow"]), ("toy:*", "toy:*", ["family toy:*: give a variant to check in variants="])]
-    (toy_family,) = registered_params("model", registry=registry, plugin="family", variants={"toy:*": "toy:small"})
-    assert toy_family.values == ("toy:small",) and not toy_family.marks
+        ("kit-tiny", "kit-tiny", ["slow"]), ("kit:*", "kit:*", ["family kit:*: give a variant to check in variants="])]
+    (kit_family,) = registered_params("model", registry=registry, variants={"kit:*": "kit:small"}, skip={"kit-tiny": ""})[1:]
+    assert kit_family.values == ("kit:small",) and not kit_family.marks
+
+
+def test_a_family_is_checked_through_a_variant():
+    with pytest.raises(ConformanceError, match=r"(?s)model 'kit:small' \(plugin 'kit'\) broke .*\[is-module\] the "
+                                               r"factory returned dict"):
+        check_model("kit:small", registry=registry_with_fakes())
 
 
 def test_check_plugin_dispatches_on_kind():
     registry = registry_with_fakes()
-    assert check_plugin("model", "tiny-cnn", registry=registry).kind == "model"
+    assert check_plugin("model", "kit-tiny", registry=registry).kind == "model"
     with pytest.raises(ConformanceError, match="over budget"):
-        check_plugin("attack", "over-budget", registry=registry, eps=0.01)
+        check_plugin("attack", "kit-over-budget", registry=registry, eps=0.01)
 
 
 def test_kit_fixtures_are_seeded_and_leave_the_global_rng_alone():
