@@ -61,7 +61,7 @@ from torch import nn
 from robustbench_us.errors import RobustBenchError
 from robustbench_us.plugins import Registry, default_registry
 from robustbench_us.protocols import Sample, Split
-from robustbench_us.specs import AttackSpec, AttackTarget, DatasetSpec, ExplainerSpec, Kind, ModelSpec, Norm, Spec
+from robustbench_us.specs import AttackSpec, AttackTarget, DatasetSpec, Kind, ModelSpec, Norm, Spec
 
 __all__ = [
     "ConformanceError", "ConformanceReport", "TinyClassifier", "InputGradientExplainer", "tiny_model",
