@@ -212,7 +212,8 @@ SPEC_NAMES = {Kind.ATTACK: "AttackSpec", Kind.EXPLAINER: "ExplainerSpec", Kind.M
               Kind.DATASET: "DatasetSpec"}
 
 
-def _resolve(kind: Kind, target: Any, build: Callable[[Callable[..., Any]], Any], registry: Registry | None) -> _Resolved:
+def _resolve(kind: Kind, target: Any, build: Callable[[Callable[..., Any]], Any],
+             registry: Registry | None) -> _Resolved:
     """A plugin object from a registered name, a spec, a factory, or the object itself."""
     spec: Spec | None = None
     if isinstance(target, str):
@@ -534,7 +535,8 @@ def _excess(maps: torch.Tensor, reference: torch.Tensor, rtol: float, atol: floa
     return over.reshape(n, -1).amax(dim=1)
 
 
-def _singles(obj: Any, model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor | None, str | None]:
+def _singles(obj: Any, model: nn.Module, x: torch.Tensor,
+             target: torch.Tensor) -> tuple[torch.Tensor | None, str | None]:
     out = []
     for i in range(x.shape[0]):
         single, error = _call(f"explain() on image {i} alone", obj.explain, model, x[i:i + 1], target[i:i + 1])
@@ -604,9 +606,9 @@ def check_model(model: Any, *, input_size: int | None = None, options: Mapping[s
     x_before, weights = x.clone(), _weights(net)
     with torch.no_grad():
         logits, error = _call("forward()", net, x)
-    if error or not checks.expect("logits-shape", isinstance(logits, torch.Tensor) and tuple(logits.shape) == (batch, 2),
-                                  f"forward() on {tuple(x.shape)} returned {_describe(logits)}; expected logits "
-                                  f"[N, 2] = {(batch, 2)}"):
+    shaped = isinstance(logits, torch.Tensor) and tuple(logits.shape) == (batch, 2)
+    if error or not checks.expect("logits-shape", shaped, f"forward() on {tuple(x.shape)} returned "
+                                                          f"{_describe(logits)}; expected logits [N, 2] = {(batch, 2)}"):
         if error:
             checks.record("forward", error)
         return checks.report()

@@ -116,7 +116,8 @@ def test_the_plugins_own_tests_pass_the_conformance_kit(site, tmp_path):
 def test_it_runs_in_a_suite_and_a_threshold_fails_then_passes(site, tmp_path):
     suite_path = tmp_path / "example-plugin.toml"
     suite_path.write_text(SUITE.format(limit=1.0), encoding="utf-8")
-    env = environment(site, ROBUSTBENCH_US_PLUGINS="gradcam,uniform-noise", ROBUSTBENCH_US_LOCAL_PLUGINS="tests.fakes.toy")
+    env = environment(site, ROBUSTBENCH_US_PLUGINS="gradcam,uniform-noise",
+                      ROBUSTBENCH_US_LOCAL_PLUGINS="tests.fakes.toy")
     junit = tmp_path / "junit.xml"
     gated = run_takes_junit()
     command = [*CLI, "run", str(suite_path), "--results", str(tmp_path / "results"),
