@@ -39,7 +39,8 @@ def _looks_like_busi(path: Path) -> bool:
 
 def find_busi(root: str | None) -> Path:
     """The ``Dataset_BUSI_with_GT`` folder under ``root`` (or ``$ROBUSTBENCH_US_DATA``)."""
-    return find_dataset_dir(root, "busi", [".", FOLDER, f"busi/{FOLDER}", "busi"], _looks_like_busi,
+    return find_dataset_dir(root, "busi", [".", FOLDER, f"{FOLDER}/{FOLDER}", f"busi/{FOLDER}", "busi"],
+                            _looks_like_busi,
                             f"{FOLDER}/ with benign/ and malignant/ folders", DOWNLOAD)
 
 
