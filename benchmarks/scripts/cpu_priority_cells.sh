@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The reduced CPU run as it was actually done: the paper suites' cells at --scale cpu, most
+# informative first, in parallel lanes (one per model; the runner locks per dataset × model).
+# Each lane is a sequence of `run_cells.py` calls; whatever finishes is a record identical to
+# what `robustbench-us run <suite> --scale cpu` writes, and a later `run` skips it.
+#
+#   benchmarks/scripts/cpu_priority_cells.sh            # start every lane in the background
+#   LANES="paper-resnet50 maps-resnet50" benchmarks/scripts/cpu_priority_cells.sh
+#
+# Logs: results/logs/cpu-<lane>.log. Needs the checkpoints of reproduce_paper.sh --scale cpu (STEPS=train).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export ROBUSTBENCH_US_DATA="${ROBUSTBENCH_US_DATA:-../shared/data}"
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # many lanes at one thread each share a loaded machine better
+PY="${PY:-.venv/bin/python}"
+cells() { nice -n 5 "$PY" benchmarks/scripts/run_cells.py "$@" --scale cpu; }
+
+lane_paper() {  # label attacks: the study's budget first, then the sweep outward
+  local model=$1
+  for eps in 1 4 8 2 0.5; do
+    cells paper --model "$model" --attack ifgsm --attack random-sign --attack fgsm --attack pgd --eps-grey "$eps"
+  done
+}
+
+lane_maps() {  # explanation attacks at Ghorbani et al.'s 8/255, Grad-CAM (the study's explainer) first
+  local model=$1
+  for explainer in gradcam saliency gradcam++; do
+    for attack in mass-center topk target-map; do
+      cells paper-maps --model "$model" --explainer "$explainer" --attack "$attack" --eps-grey 8
+    done
+  done
+  for explainer in gradcam saliency gradcam++; do
+    cells paper-maps --model "$model" --explainer "$explainer" --eps-grey 1
+  done
+}
+
+lane_busbra() {  # the BUSI checkpoints on BUS-BRA, no retraining
+  for eps in 1 4; do
+    for model in resnet50 resnet50-mtl timm:convnext_atto; do
+      cells paper-busbra --model "$model" --attack ifgsm --attack random-sign --eps-grey "$eps"
+    done
+  done
+}
+
+lane_segmentation() {
+  cells paper-segmentation --attack ifgsm --eps-grey 1
+  cells paper-segmentation --attack mass-center --eps-grey 8
+  cells paper-segmentation
+}
+
+declare -A LANE=(
+  [paper-resnet50]="lane_paper resnet50" [paper-resnet50-mtl]="lane_paper resnet50-mtl"
+  [paper-convnext]="lane_paper timm:convnext_atto"
+  [maps-resnet50]="lane_maps resnet50" [maps-resnet50-mtl]="lane_maps resnet50-mtl"
+  [busbra]="lane_busbra" [segmentation]="lane_segmentation"
+)
+LANES="${LANES:-paper-resnet50 paper-resnet50-mtl maps-resnet50 maps-resnet50-mtl busbra segmentation paper-convnext}"
+mkdir -p results/logs
+for lane in $LANES; do
+  [[ -n "${LANE[$lane]:-}" ]] || { echo "unknown lane $lane (known: ${!LANE[*]})" >&2; exit 2; }
+  nohup bash -c "$(declare -f cells lane_paper lane_maps lane_busbra lane_segmentation); PY=$PY; ${LANE[$lane]}" \
+    > "results/logs/cpu-$lane.log" 2>&1 &
+  echo "lane $lane: pid $! (results/logs/cpu-$lane.log)"
+done
