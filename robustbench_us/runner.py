@@ -92,12 +92,20 @@ def resolve_device(name: str) -> torch.device:
 
 
 def expand_cells(suite: Suite, registry: Registry) -> list[Cell]:
-    """Every cell of the grid, with the configuration that identifies it."""
+    """Every cell of the grid, with the configuration that identifies it.
+
+    Explainers that need a segmentation head are paired only with models that have one
+    (the spec's ``has_segmentation``, or the model entry's ``segmentation`` option).
+    """
     cells = []
     for d in suite.datasets:
         for m in suite.models:
-            input_size = m.input_size or registry.get(Kind.MODEL, m.name).input_size
+            model_spec = registry.get(Kind.MODEL, m.name)
+            input_size = m.input_size or model_spec.input_size
+            segments = bool(m.options.get("segmentation", model_spec.has_segmentation))
             for e in suite.explainers:
+                if registry.get(Kind.EXPLAINER, e.name).requires_segmentation and not segments:
+                    continue  # e.g. the segmentation map of a single-task model: not a cell of the grid
                 for a in suite.attacks:
                     eps_values = a.eps or (registry.get(Kind.ATTACK, a.name).eps,)
                     for eps in eps_values:

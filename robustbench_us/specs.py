@@ -121,6 +121,7 @@ class ExplainerSpec(Spec):
 
     kind: ClassVar[Kind] = Kind.EXPLAINER
     differentiable: bool = False
+    requires_segmentation: bool = False  # only meaningful on models with a segmentation head
 
 
 @dataclass(frozen=True, kw_only=True)

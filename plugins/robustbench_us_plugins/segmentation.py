@@ -62,4 +62,5 @@ def make_segmentation(*, normalize: str = "max") -> SegmentationMap:
 @hookimpl
 def register_explainers(register):
     register(ExplainerSpec(name="segmentation", factory=make_segmentation, differentiable=True,
+                           requires_segmentation=True,
                            options={"normalize": "max"}))
