@@ -185,3 +185,11 @@ def test_masks_in_a_subfolder_by_pattern(tmp_path):
             _mask(box=(0, 0, 10 * (k + 1), 30)).save(root / cls / "masks" / f"{cls} ({k}).png")
     d = make_folder(root=str(root), image_size=40, mask_pattern="masks/{stem}.png")
     assert d.has_masks and [int(d[i].mask.sum()) for i in range(4)] == [400, 800, 400, 800]
+
+
+def test_two_files_with_one_name_are_reported(tmp_path):
+    root = _tree(tmp_path, masks=False)
+    _image(50).convert("RGB").save(root / "benign" / "benign (0).jpg")
+    with pytest.warns(DataWarning, match=r"benign/benign \(0\)\.png: benign \(0\)\.jpg has the same name"):
+        d = make_folder(root=str(root), image_size=8)
+    assert len(d) == 5 and len(set(d.ids)) == 5

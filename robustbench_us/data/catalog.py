@@ -104,7 +104,13 @@ def scan_class_folders(base: Path, labels: Mapping[str, int], *, dataset: str, p
     use_masks = any_masks if masks is None else bool(masks)
     out: list[ImageFile] = []
     for name, (images, by_stem) in listing.items():
+        seen: dict[str, Path] = {}
         for path in images:
+            if path.stem in seen:  # benign/x.png and benign/x.jpg: which one do x's masks belong to?
+                problems.add(path, "same name", f"{seen[path.stem].name} has the same name without suffix",
+                             "rename or remove one of them")
+                continue
+            seen[path.stem] = path
             mask_files = tuple(sorted(by_stem.get(path.stem, []))) if use_masks else ()
             if use_masks and not mask_files:
                 expected = mask_pattern.format(stem=path.stem)
