@@ -101,3 +101,16 @@ def test_nan_outputs_and_hangs_fail_their_cells_only(tmp_path, registry, reliabi
                     cells_ok=1)
     reliability.row("Faults", "an attack hangs past cell_timeout (2 s)", "cell recorded failed with the timeout; "
                     "the run went on", cells_failed=2)
+
+
+def test_segmentation_explainer_is_paired_only_with_segmenting_models():
+    from robustbench_us.plugins import default_registry
+    from robustbench_us.runner import expand_cells
+
+    reg = default_registry()
+    suite = parse_suite({"suite": {"name": "x"}, "datasets": [{"name": "phantom"}],
+                         "models": [{"name": "resnet50", "train": {}}, {"name": "resnet50-mtl", "train": {}}],
+                         "explainers": [{"name": "gradcam"}, {"name": "segmentation"}],
+                         "attacks": [{"name": "fgsm"}]}, registry=reg)
+    pairs = [(c.model.name, c.explainer.name) for c in expand_cells(suite, reg)]
+    assert pairs == [("resnet50", "gradcam"), ("resnet50-mtl", "gradcam"), ("resnet50-mtl", "segmentation")]
