@@ -16,7 +16,7 @@ def _save(tmp_path, name, image):
     return path
 
 
-def test_grey_from_every_mode(tmp_path):
+def test_grey_from_every_mode(tmp_path, reliability):
     grey = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
     assert to_gray(Image.fromarray(grey)).tolist() == grey.tolist()
     rgb = np.stack([grey] * 3, axis=-1)
@@ -30,6 +30,8 @@ def test_grey_from_every_mode(tmp_path):
     assert to_gray(sixteen).tolist() == grey.tolist()
     palette = Image.fromarray(grey).convert("P")
     assert to_gray(palette).tolist() == grey.tolist()
+    reliability.row("Bad input", "images in other modes (RGB, RGBA, 16-bit, palette)",
+                    "read as the same grey values, no error", modes=5)
 
 
 def test_masks_binarise_any_channel_and_respect_alpha():
@@ -56,7 +58,7 @@ def test_resize_antialiases_images_and_keeps_mask_labels():
     assert int(out.sum()) == 8 * 8  # nearest neighbour: a 32 × 32 square becomes 8 × 8 exactly
 
 
-def test_truncated_and_empty_files_are_unreadable(tmp_path):
+def test_truncated_and_empty_files_are_unreadable(tmp_path, reliability):
     path = _save(tmp_path, "ok.png", Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)))
     data = path.read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
@@ -71,3 +73,5 @@ def test_truncated_and_empty_files_are_unreadable(tmp_path):
         open_image(read_bytes(tmp_path / "text.png"))
     with pytest.raises(UnreadableFileError, match="cannot read"):
         read_bytes(tmp_path / "missing.png")
+    reliability.row("Bad input", "image files: truncated, zero-byte, text named .png, missing",
+                    "each refused with an error naming the file and what is wrong", files_refused=4)

@@ -106,14 +106,16 @@ def test_empty_class_is_an_error(tmp_path):
         make_folder(root=str(tmp_path))
 
 
-def test_unexpected_label_folder_is_skipped_with_a_warning(tmp_path):
+def test_unexpected_label_folder_is_skipped_with_a_warning(tmp_path, reliability):
     _tree(tmp_path, {"benign": 2, "malignant": 2, "unsure": 3})
     with pytest.warns(DataWarning, match=r"not classes: unsure/ \(6 files\)"):
         d = make_folder(root=str(tmp_path), image_size=8)
     assert len(d) == 4
+    reliability.row("Bad input", "a label folder with an unexpected name", "skipped with a warning naming it",
+                    folders_skipped=1, images_kept=len(d))
 
 
-def test_image_without_mask_is_skipped_and_counted(tmp_path):
+def test_image_without_mask_is_skipped_and_counted(tmp_path, reliability):
     root = _tree(tmp_path)
     (root / "benign" / "benign (1)_mask.png").unlink()
     with pytest.warns(DataWarning, match=r"(?s)skipped 1 of 5 images .*\(1 without mask\).*benign/benign \(1\)\.png: "
@@ -123,9 +125,11 @@ def test_image_without_mask_is_skipped_and_counted(tmp_path):
     with pytest.raises(DataError, match=r"(?s)1 of 5 images .* cannot be used.*strict=False"):
         make_folder(root=str(root), image_size=8, strict=True)
     assert len(make_folder(root=str(root), image_size=8, masks=False)) == 5
+    reliability.row("Bad input", "image without its mask", "skipped and counted with a warning (strict=True: an "
+                    "error naming the fix)", images_skipped=1, images_kept=len(d))
 
 
-def test_mask_size_mismatch_and_truncated_files(tmp_path):
+def test_mask_size_mismatch_and_truncated_files(tmp_path, reliability):
     root = _tree(tmp_path, {"benign": 3, "malignant": 3})
     _mask(size=(20, 15), box=(1, 1, 5, 5)).save(root / "benign" / "benign (0)_mask.png")
     data = (root / "malignant" / "malignant (2).png").read_bytes()
@@ -140,6 +144,9 @@ def test_mask_size_mismatch_and_truncated_files(tmp_path):
     assert "malignant/malignant (1)_mask.png: the file is empty" in message
     assert len(d) == 3 and sorted(p.kind for p in d.problems) == ["mask size mismatch", "unreadable",
                                                                    "unreadable mask"]
+    reliability.row("Bad input", "truncated image, zero-byte mask, mask of another size (folder dataset)",
+                    "each skipped with a warning naming the file and the problem; the rest load",
+                    files_bad=3, images_kept=len(d))
 
 
 def test_a_class_emptied_by_bad_files_is_an_error(tmp_path):
