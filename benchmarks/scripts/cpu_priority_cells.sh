@@ -13,7 +13,14 @@ cd "$(dirname "$0")/../.."
 export ROBUSTBENCH_US_DATA="${ROBUSTBENCH_US_DATA:-../shared/data}"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # many lanes at one thread each share a loaded machine better
 PY="${PY:-.venv/bin/python}"
-cells() { nice -n 5 "$PY" benchmarks/scripts/run_cells.py "$@" --scale cpu; }
+cells() {  # retried: a shared working tree can be mid-edit for a moment (an import error)
+  local try
+  for try in 1 2 3; do
+    nice -n 5 "$PY" benchmarks/scripts/run_cells.py "$@" --scale cpu && return 0
+    sleep 20
+  done
+  return 1
+}
 
 lane_paper() {  # label attacks: the study's budget first, then the sweep outward
   local model=$1
@@ -23,13 +30,14 @@ lane_paper() {  # label attacks: the study's budget first, then the sweep outwar
 }
 
 lane_maps() {  # explanation attacks at Ghorbani et al.'s 8/255, Grad-CAM (the study's explainer) first
-  local model=$1
-  for explainer in gradcam saliency gradcam++; do
+  local model=$1; shift
+  local explainers=("$@")
+  for explainer in "${explainers[@]}"; do
     for attack in mass-center topk target-map; do
       cells paper-maps --model "$model" --explainer "$explainer" --attack "$attack" --eps-grey 8
     done
   done
-  for explainer in gradcam saliency gradcam++; do
+  for explainer in "${explainers[@]}"; do
     cells paper-maps --model "$model" --explainer "$explainer" --eps-grey 1
   done
 }
@@ -42,23 +50,19 @@ lane_busbra() {  # the BUSI checkpoints on BUS-BRA, no retraining
   done
 }
 
-lane_segmentation() {
-  cells paper-segmentation --attack ifgsm --eps-grey 1
-  cells paper-segmentation --attack mass-center --eps-grey 8
-  cells paper-segmentation
-}
-
 declare -A LANE=(
   [paper-resnet50]="lane_paper resnet50" [paper-resnet50-mtl]="lane_paper resnet50-mtl"
   [paper-convnext]="lane_paper timm:convnext_atto"
-  [maps-resnet50]="lane_maps resnet50" [maps-resnet50-mtl]="lane_maps resnet50-mtl"
-  [busbra]="lane_busbra" [segmentation]="lane_segmentation"
+  [maps-resnet50]="lane_maps resnet50 gradcam saliency gradcam++"
+  [maps-resnet50-mtl]="lane_maps resnet50-mtl gradcam segmentation saliency gradcam++"
+  [maps-convnext]="lane_maps timm:convnext_atto gradcam saliency gradcam++"
+  [busbra]="lane_busbra"
 )
-LANES="${LANES:-paper-resnet50 paper-resnet50-mtl maps-resnet50 maps-resnet50-mtl busbra segmentation paper-convnext}"
+LANES="${LANES:-paper-resnet50 paper-resnet50-mtl maps-resnet50 maps-resnet50-mtl busbra paper-convnext}"
 mkdir -p results/logs
 for lane in $LANES; do
   [[ -n "${LANE[$lane]:-}" ]] || { echo "unknown lane $lane (known: ${!LANE[*]})" >&2; exit 2; }
-  nohup bash -c "$(declare -f cells lane_paper lane_maps lane_busbra lane_segmentation); PY=$PY; ${LANE[$lane]}" \
+  nohup bash -c "$(declare -f cells lane_paper lane_maps lane_busbra); PY=$PY; ${LANE[$lane]}" \
     > "results/logs/cpu-$lane.log" 2>&1 &
   echo "lane $lane: pid $! (results/logs/cpu-$lane.log)"
 done

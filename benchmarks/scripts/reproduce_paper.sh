@@ -103,7 +103,7 @@ if got is not None and int(got) != size:
 PY
 done
 
-suites=(paper paper-maps paper-segmentation paper-busbra paper-busbra-native)
+suites=(paper paper-maps paper-busbra paper-busbra-native)
 if has suites; then
   for suite in "${suites[@]}"; do
     "$RB" run "$suite" "${scale_flag[@]}" --no-progress

@@ -21,7 +21,7 @@ from robustbench_us.runner import expand_cells
 from robustbench_us.store import ResultStore
 from robustbench_us.suite import load_suite
 
-SUITES = ("paper", "paper-maps", "paper-segmentation", "paper-busbra", "paper-busbra-native")
+SUITES = ("paper", "paper-maps", "paper-busbra", "paper-busbra-native")
 LABEL_ATTACKS = ("random-sign", "fgsm", "ifgsm", "pgd")
 MAP_ATTACKS = ("mass-center", "topk", "target-map")
 
