@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: demo test setup setup-test clean-results
+.PHONY: demo test setup setup-test clean-results reliability-doc
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,10 @@ test: setup-test
 
 clean-results:
 	rm -rf results
+
+# docs/reliability.md is written by the tests that inject the faults and bad inputs (counts from that run).
+RELIABILITY_TESTS := tests/test_store.py tests/test_faults.py tests/test_runner.py tests/test_interrupts.py \
+	tests/test_suite_fuzz.py tests/test_checkpoints.py tests/test_data_io.py tests/test_datasets_folder.py \
+	tests/test_plugins.py tests/test_site.py
+reliability-doc: setup-test
+	$(BIN)/python -m pytest -q $(RELIABILITY_TESTS) --reliability-doc docs/reliability.md
