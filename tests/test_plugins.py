@@ -93,11 +93,15 @@ def test_local_plugin_missing_file_is_a_clear_error(tmp_path):
         registry(ROBUSTBENCH_US_LOCAL_PLUGINS=str(tmp_path / "nope.py"))
 
 
-def test_allow_list_refuses_other_distributions():
+def test_allow_list_refuses_other_distributions(reliability):
     with pytest.raises(PluginError, match="allow-list"):
         registry(ROBUSTBENCH_US_ALLOW_PLUGINS="someone-else")
     reg = registry(ROBUSTBENCH_US_ALLOW_PLUGINS="robustbench-us")
     assert "fgsm" in reg.names(Kind.ATTACK)
+    assert all(info.location and info.distribution == "robustbench-us" for info in reg.infos.values())
+    reliability.row("Security", "an installed plugin outside ROBUSTBENCH_US_ALLOW_PLUGINS",
+                    "refused before it is imported, naming it; `plugins` shows each plugin's distribution and file",
+                    plugins_allowed=len(reg.infos))
 
 
 def test_family_specs_answer_prefixed_names():
