@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(f"robustbench_us.cli.{name}").add_parser(subparsers)
+    for sub in subparsers.choices.values():  # -v also works after the command, as users type it
+        if "-v" not in sub._option_string_actions:
+            sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="log progress details to stderr")
     return parser
 
 
