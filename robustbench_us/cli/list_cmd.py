@@ -23,7 +23,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _details(spec) -> str:
     data = spec.to_dict()
     skip = {"kind", "name", "description", "plugin", "factory", "options"}
-    return ", ".join(f"{k}={v}" for k, v in data.items() if k not in skip)
+    parts = []
+    for key, value in data.items():
+        if key in skip:
+            continue
+        if key == "eps":
+            parts.append(f"eps={value:.4g} ({value * 255:.3g} grey levels)")
+        else:
+            parts.append(f"{key}={value}")
+    return ", ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
