@@ -118,7 +118,12 @@ def run_cell(results_dir: str | Path, *, registry: Registry | None = None, reuse
     data = cell_suite_data(**cell)
     shown = ", ".join(f"{k}={v!r}" for k, v in cell.items() if v is not None)
     suite = parse_suite(data, source=f"robustbench_cell({shown})", registry=registry)
-    (target,) = expand_cells(suite, registry)
+    cells = expand_cells(suite, registry)
+    if not cells:  # the grid drops pairs that cannot be measured
+        explainer, model = data["explainers"][0]["name"], data["models"][0]["name"]
+        raise RobustBenchError(f"robustbench_cell: explainer {explainer!r} needs a model with a segmentation head "
+                               f"and model {model!r} has none; pick another explainer or a multi-task model.")
+    (target,) = cells
     store = ResultStore(results_dir, suite.name)
     path = store.path_of(target.cell_id)
     if not reuse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ pytest_plugins = ["pytester"]
 PLUGIN = "robustbench_us.pytest_plugin"
 # Once robustbench-us declares the pytest11 entry point, pytest loads the plugin by itself;
 # until then (and in any environment without it) the tests name it with -p.
-AUTOLOADED = any(ep.value == PLUGIN for ep in metadata.entry_points(group="pytest11"))
+AUTOLOADED = (any(ep.value == PLUGIN for ep in metadata.entry_points(group="pytest11"))
+              and not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"))
 PLUGIN_ARGS = () if AUTOLOADED else ("-p", PLUGIN)
 
 CONFTEST = """
@@ -141,3 +143,11 @@ def test_the_cell_is_an_ordinary_one_cell_suite():
         cell_suite_data(model="resnet50")
     with pytest.raises(SuiteError, match="not both"):
         cell_suite_data(train={}, eps=0.1, eps_grey=1)
+
+
+def test_a_pair_the_grid_leaves_out_is_explained(tmp_path):
+    from robustbench_us.errors import RobustBenchError
+    from robustbench_us.pytest_plugin import run_cell
+
+    with pytest.raises(RobustBenchError, match="explainer 'segmentation' needs a model with a segmentation head"):
+        run_cell(tmp_path, model="resnet50", train={"epochs": 1}, explainer="segmentation", attack="fgsm")
