@@ -14,6 +14,8 @@ import importlib.metadata as metadata
 import inspect
 import re
 import sys
+import textwrap
+import tomllib
 import types
 import typing
 from pathlib import Path
@@ -117,6 +119,28 @@ def test_relative_links_in_the_guide_resolve():
             if "://" in target or target.startswith("mailto:"):
                 continue
             assert (page.parent / target).exists(), f"docs/{page.name} links {target}, which does not exist"
+
+
+def suite_blocks() -> list:
+    """Every ```toml block of the guide that is a whole suite (has [suite] and [[datasets]])."""
+    blocks = []
+    for page in sorted(DOCS.glob("*.md")):
+        for indent, body in re.findall(r"^( *)```toml\n(.*?)^ *```", page.read_text(encoding="utf-8"),
+                                       flags=re.MULTILINE | re.DOTALL):
+            text = textwrap.dedent(body) if indent else body
+            data = tomllib.loads(text)
+            if "suite" in data and "datasets" in data:
+                blocks.append(pytest.param(data, id=f"{page.name}:{data['suite'].get('name')}"))
+    return blocks
+
+
+@pytest.mark.parametrize("data", suite_blocks())
+def test_every_suite_in_the_guide_is_valid(data):
+    attack_names = {a["name"] for a in data["attacks"]}
+    # The walk-through's attack is the reader's own plugin; everything else must exist here.
+    registry = None if "brighten" in attack_names else REGISTRY
+    parsed = suite.parse_suite(data, source="docs", registry=registry)
+    assert parsed.datasets and parsed.attacks
 
 
 def test_the_ci_workflow_in_the_docs_is_complete_yaml():
