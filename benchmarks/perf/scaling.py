@@ -7,8 +7,10 @@
 Each point is one ``run_suite`` of a fresh results folder through the real runner,
 on random images and an untrained torchvision ResNet (loaded from a checkpoint, so
 nothing trains): the wall time, the runner's own timings from the records, and the
-process's resident memory (and CUDA memory) after every record written. A least-
-squares line through each sweep gives the fixed cost and the cost per unit.
+process's resident memory (and CUDA memory) after every record written. Times are
+given on the wall clock and as this process's CPU time (on a CPU shared with other
+jobs, the CPU time counts only this run's work). A least-squares line through each
+sweep gives the fixed cost and the cost per unit.
 """
 
 from __future__ import annotations
@@ -147,20 +149,20 @@ def main(argv: list[str] | None = None) -> int:
             "attacks": [{"name": "ifgsm", "eps_grey": [1 + i for i in range(eps_count)], "options": {"steps": steps}}],
         }, registry=registry)
         first = len(memory.samples)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         summary = run_suite(suite, root / "results", registry=registry, progress=False)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         assert summary.ok and not summary.invalid, summary
         records = ResultStore(root / "results", name).read_all()
         attack_s = sum(r["timing"]["attack_seconds"] for r in records) / explainers  # shared by the explainers
         row = {"sweep": sweep, "images": images, "steps": steps, "eps_values": eps_count, "explainers": explainers,
-               "figures": figures, "cells": len(records), "wall_s": wall,
+               "figures": figures, "cells": len(records), "wall_s": wall, "cpu_s": cpu,
                "clean_pass_s": records[0]["timing"]["clean_pass_seconds"], "attack_s": attack_s,
                "memory": memory.samples[first:]}
         rss = [m["rss_mib"] for m in row["memory"]]
         print(f"{sweep:<8} images={images:<4} steps={steps:<3} eps={eps_count:<2} explainers={explainers} "
               f"figures={'on ' if figures else 'off'} "
-              f"cells={row['cells']:<3} wall={wall:8.2f} s  clean={row['clean_pass_s']:7.2f} s  "
+              f"cells={row['cells']:<3} wall={wall:8.2f} s  cpu={cpu:8.2f} s  clean={row['clean_pass_s']:7.2f} s  "
               f"attack={row['attack_s']:8.2f} s  rss={min(rss):.0f}..{max(rss):.0f} MiB", flush=True)
         return row
 
@@ -178,17 +180,21 @@ def main(argv: list[str] | None = None) -> int:
     for sweep, unit, key in (("images", "image", "images"), ("steps", "step", "steps"),
                              ("cells-e1", "cell", "cells"), ("cells-e2", "cell", "cells")):
         pts = [r for r in rows if r["sweep"] == sweep]
-        a, b = fit_line([r[key] for r in pts], [r["wall_s"] for r in pts])
-        fits[sweep] = {"fixed_s": a, f"per_{unit}_s": b}
-        print(f"  {sweep:<8} wall time vs {key:<6}: {a:7.2f} s + {b:7.3f} s per {unit}")
+        fits[sweep] = {}
+        for clock in ("wall", "cpu"):
+            a, b = fit_line([r[key] for r in pts], [r[f"{clock}_s"] for r in pts])
+            fits[sweep][clock] = {"fixed_s": a, f"per_{unit}_s": b}
+            print(f"  {sweep:<8} {clock:<4} time vs {key:<6}: {a:7.2f} s + {b:7.3f} s per {unit}")
     long_run = [m["rss_mib"] for r in rows if r["sweep"].startswith("cells") for m in r["memory"]]
     if long_run:
         print(f"\nresident memory over the {len(long_run)} cells of the cell sweep: first {long_run[0]:.0f} MiB, "
               f"max {max(long_run):.0f} MiB, last {long_run[-1]:.0f} MiB")
     with_figs = next(r for r in rows if r["sweep"] == "cells-e1" and r["eps_values"] == 8)
     without = next(r for r in rows if r["sweep"] == "no-figs")
-    figures_per_cell = (with_figs["wall_s"] - without["wall_s"]) / with_figs["cells"]
-    print(f"per-cell figures (suite option figures): {figures_per_cell:.2f} s per cell")
+    figures_per_cell = {clock: (with_figs[f"{clock}_s"] - without[f"{clock}_s"]) / with_figs["cells"]
+                        for clock in ("wall", "cpu")}
+    print(f"per-cell figures (suite option figures): {figures_per_cell['wall']:.2f} s wall, "
+          f"{figures_per_cell['cpu']:.2f} s cpu per cell")
     if args.json:
         args.json.write_text(json.dumps({"settings": describe(s), "rows": rows, "fits": fits,
                                          "figures_s_per_cell": figures_per_cell}, indent=2) + "\n")

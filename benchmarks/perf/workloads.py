@@ -282,18 +282,25 @@ class Bench:
 
 
 # ---------------------------------------------------------------------- timing
-def time_once(fn: Workload, device: torch.device) -> float:
-    """Wall seconds of one call, the device drained before and after."""
+CLOCKS = ("wall", "cpu")
+
+
+def time_once(fn: Workload, device: torch.device) -> dict[str, float]:
+    """Seconds of one call, the device drained before and after: ``wall`` clock and this process's ``cpu`` time.
+
+    On a CPU shared with other jobs the wall clock also counts the time the
+    scheduler gave to them; the process's CPU time counts only its own work.
+    """
     synchronize(device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
     synchronize(device)
-    return time.perf_counter() - start
+    return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
 
 
 def interleaved(workloads: dict[str, Workload], device: torch.device, *, rounds: int, warmup: int = 1,
-                prime: Workload | None = None) -> dict[str, list[float]]:
-    """Seconds per round of each workload, run back to back in a rotating order.
+                prime: Workload | None = None) -> dict[str, dict[str, list[float]]]:
+    """Seconds per round of each workload (``{clock: {name: [...]}}``), run back to back in a rotating order.
 
     On a shared machine the load drifts; running every workload once per round,
     next to the others, lets a ratio be taken within a round (see :func:`ratio`).
@@ -306,16 +313,17 @@ def interleaved(workloads: dict[str, Workload], device: torch.device, *, rounds:
         for fn in workloads.values():
             fn()
     names = list(workloads)
-    times: dict[str, list[float]] = {name: [] for name in names}
+    times: dict[str, dict[str, list[float]]] = {clock: {name: [] for name in names} for clock in CLOCKS}
     for r in range(rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            times[name].append(time_once(workloads[name], device))
+            for clock, seconds in time_once(workloads[name], device).items():
+                times[clock][name].append(seconds)
     return times
 
 
 def ratio(times: dict[str, list[float]], numerator: str, denominator: str) -> float:
-    """Median over rounds of the within-round ratio ``numerator / denominator``."""
+    """Median over rounds of the within-round ratio ``numerator / denominator`` (one clock's times)."""
     return statistics.median(a / b for a, b in zip(times[numerator], times[denominator], strict=True))
 
 
