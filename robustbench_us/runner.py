@@ -305,7 +305,8 @@ class SuiteRunner:
         _require_finite(logits_adv, "the model's logits on the adversarial images")
         pred_clean, pred_adv = ev.logits.argmax(1), logits_adv.argmax(1)
         flipped = pred_clean != pred_adv
-        common = metrics.prediction_metrics(ev.y, ev.logits, logits_adv, seed=self.suite.seed)
+        common = {"n_images": float(len(ev.x))}  # how many were used (the config holds how many were asked for)
+        common |= metrics.prediction_metrics(ev.y, ev.logits, logits_adv, seed=self.suite.seed)
         common |= metrics.perturbation_metrics(ev.x, x_adv)
         if ev.seg is not None and ev.masks is not None:
             common |= metrics.segmentation_metrics(ev.seg, seg_adv, ev.masks)

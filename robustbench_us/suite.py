@@ -287,6 +287,11 @@ def parse_suite(data: dict[str, Any], *, source: str = "<suite>", registry: Regi
         if t["op"] not in (">=", "<=", ">", "<"):
             raise _fail(source, f"thresholds[{i}].op", f"{t['op']!r} is not one of >=, <=, >, <.")
         thresholds.append(Threshold(t["metric"], t["op"], float(t["value"]), dict(t.get("where", {}))))
+        from robustbench_us.gates import check_where  # gates imports this module
+
+        problem = check_where(thresholds[-1])
+        if problem:
+            raise _fail(source, f"thresholds[{i}].where", problem)
 
     if registry is not None:
         checks = [(Kind.DATASET, "datasets", datasets), (Kind.MODEL, "models", models),

@@ -7,7 +7,7 @@ import sys
 
 from robustbench_us.leaderboard import write_leaderboard
 from robustbench_us.plugins import default_registry
-from robustbench_us.runner import run_suite
+from robustbench_us.runner import expand_cells, run_suite
 from robustbench_us.store import ResultStore
 from robustbench_us.suite import load_suite
 
@@ -49,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     if suite.thresholds or args.junit:
         from robustbench_us import gates
 
-        results = gates.evaluate_thresholds(suite.thresholds, records)
+        # Gate only the suite's current cells: records of cells since removed from the file stay in the folder.
+        current = {cell.cell_id for cell in expand_cells(suite, registry)}
+        results = gates.evaluate_thresholds(suite.thresholds, [r for r in records if r["cell_id"] in current])
         if args.junit:
             out.write(f"junit: {gates.write_junit(results, args.junit, suite.name)}\n")
         out.write(gates.summary_line(results) + "\n")
