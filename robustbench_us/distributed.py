@@ -61,7 +61,7 @@ def init_from_env(device: torch.device) -> torch.device:
     """Join the process group torchrun describes (``WORLD_SIZE`` > 1); return this rank's device.
 
     An already initialised group is used as it is. ``cuda`` without an index becomes
-    ``cuda:LOCAL_RANK``, so each process of a node gets its own GPU.
+    ``cuda:LOCAL_RANK`` (modulo the GPUs this process can see), so each process of a node gets its own GPU.
     """
     wanted = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if not dist.is_available() or (wanted <= 1 and not dist.is_initialized()):
@@ -76,7 +76,8 @@ def init_from_env(device: torch.device) -> torch.device:
                 f"failed: {exc}. Launch with torchrun (which sets RANK, MASTER_ADDR and MASTER_PORT), or unset "
                 "WORLD_SIZE to run in one process.") from None
     if device.type == "cuda" and device.index is None:
-        local = int(os.environ.get("LOCAL_RANK", rank() % max(1, torch.cuda.device_count())))
+        # Modulo the visible GPUs: under "srun --gpus-per-task 1" each task sees one GPU, whatever its LOCAL_RANK.
+        local = int(os.environ.get("LOCAL_RANK", rank())) % max(1, torch.cuda.device_count())
         device = torch.device("cuda", local)
     if device.type == "cuda":
         torch.cuda.set_device(device)
