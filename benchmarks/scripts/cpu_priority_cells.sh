@@ -50,19 +50,25 @@ lane_busbra() {  # the BUSI checkpoints on BUS-BRA, no retraining
   done
 }
 
+lane_busbra_native() {  # trains resnet50-mtl on BUS-BRA folds 2–5 (cached by the runner), then attacks it
+  for eps in 1 4; do
+    cells paper-busbra-native --attack ifgsm --attack random-sign --eps-grey "$eps"
+  done
+}
+
 declare -A LANE=(
   [paper-resnet50]="lane_paper resnet50" [paper-resnet50-mtl]="lane_paper resnet50-mtl"
   [paper-convnext]="lane_paper timm:convnext_atto"
   [maps-resnet50]="lane_maps resnet50 gradcam saliency gradcam++"
   [maps-resnet50-mtl]="lane_maps resnet50-mtl gradcam segmentation saliency gradcam++"
   [maps-convnext]="lane_maps timm:convnext_atto gradcam saliency gradcam++"
-  [busbra]="lane_busbra"
+  [busbra]="lane_busbra" [busbra-native]="lane_busbra_native"
 )
-LANES="${LANES:-paper-resnet50 paper-resnet50-mtl maps-resnet50 maps-resnet50-mtl busbra paper-convnext}"
+LANES="${LANES:-paper-resnet50 paper-resnet50-mtl maps-resnet50 maps-resnet50-mtl busbra paper-convnext busbra-native maps-convnext}"
 mkdir -p results/logs
 for lane in $LANES; do
   [[ -n "${LANE[$lane]:-}" ]] || { echo "unknown lane $lane (known: ${!LANE[*]})" >&2; exit 2; }
-  nohup bash -c "$(declare -f cells lane_paper lane_maps lane_busbra); PY=$PY; ${LANE[$lane]}" \
+  nohup bash -c "$(declare -f cells lane_paper lane_maps lane_busbra lane_busbra_native); PY=$PY; ${LANE[$lane]}" \
     > "results/logs/cpu-$lane.log" 2>&1 &
   echo "lane $lane: pid $! (results/logs/cpu-$lane.log)"
 done

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                    "noise of the same size.\n\n")
         rows = [[r.model, r.attack, _num(r.eps_grey, "g"), str(r.n), _ci(r, "clean_accuracy"), _ci(r, "flip_rate"),
                  _ci(r, "adv_accuracy"), _num(r.get("clean_auc")), _num(r.get("adv_auc"))]
-                for r in flips.sort_values(["model", "attack", "eps_grey"]).itertuples()]
+                for _, r in flips.sort_values(["model", "attack", "eps_grey"]).iterrows()]
         rows = [[*row] for row in rows]
         out.append(_table(["model", "attack", "ε (grey)", "images", "clean accuracy", "flip rate",
                            "accuracy under attack", "clean AUC", "AUC under attack"], rows))
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [[r.model, r.explainer, r.attack, _num(r.eps_grey, "g"), str(r.n), str(int(r.n_kept))
                  if not pd.isna(r.n_kept) else "—", _num(r.centroid_px_kept, ".1f"),
                  _num(r.centroid_frac_kept, ".3f"), _num(r.spearman_kept), _num(r.topk_intersection_kept)]
-                for r in maps.sort_values(["explainer", "attack", "eps_grey", "model"]).itertuples()]
+                for _, r in maps.sort_values(["explainer", "attack", "eps_grey", "model"]).iterrows()]
         out.append(_table(["model", "explainer", "attack", "ε (grey)", "images", "label kept", "shift (px)",
                            "shift / diagonal", "Spearman", "top-k overlap"], rows) if rows else "No records yet.\n")
 
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         out.append("\n## Carried to BUS-BRA (official fold 1 test images)\n")
         rows = [[r.suite, r.model, r.attack, _num(r.eps_grey, "g"), str(r.n), _ci(r, "clean_accuracy"),
                  _num(r.get("clean_auc")), _ci(r, "flip_rate")]
-                for r in transfer.sort_values(["suite", "model", "attack", "eps_grey"]).itertuples()]
+                for _, r in transfer.sort_values(["suite", "model", "attack", "eps_grey"]).iterrows()]
         out.append(_table(["suite", "model", "attack", "ε (grey)", "images", "clean accuracy", "clean AUC",
                            "flip rate"], rows) if rows else "No records yet.\n")
     path = Path(args.leaderboards) / f"paper-summary{suffix}.md"
