@@ -73,6 +73,42 @@ def _cards(folder: Path) -> str:
                    "sha256", "card"], rows)
 
 
+def _headline(df: pd.DataFrame) -> str:
+    """Three sentences, one per question, computed from the records (the study's budget; ε = 8 for map attacks)."""
+    busi = df[df.dataset == "busi"]
+    lines = ["\n## The answers in brief\n"]
+    study = busi[(busi.attack == "ifgsm") & (busi.eps_grey == 1.0)].drop_duplicates("model")
+    control = busi[(busi.attack == "random-sign") & (busi.eps_grey == 1.0)].drop_duplicates("model")
+    if not study.empty:
+        parts = []
+        for _, r in study.sort_values("model").iterrows():
+            c = control[control.model == r.model]
+            ctrl = f"; random noise of the same size: {_ci(c.iloc[0], 'flip_rate')}" if not c.empty else ""
+            parts.append(f"`{r.model}` {_ci(r, 'flip_rate')} of {r.n} images{ctrl}")
+        lines.append("1. **Diagnosis flips** at the study's budget (I-FGSM, 1 grey level of 255): "
+                     + "; ".join(parts) + ".")
+    maps = busi[busi.attack.isin(MAP_ATTACKS) & (busi.eps_grey == 8.0)]
+    if not maps.empty:
+        parts = []
+        for (model, explainer), g in maps.groupby(["model", "explainer"]):
+            best = g.loc[g.centroid_frac_kept.idxmax()]
+            parts.append(f"`{model}` × {explainer}: {best.centroid_frac_kept:.3f} of the diagonal "
+                         f"({best.centroid_px_kept:.1f} px, {best.attack}, Spearman {_num(best.spearman_kept)})")
+        lines.append("2. **Heatmap moves with the diagnosis kept** (largest mean centroid shift over the "
+                     "explanation attacks at 8 grey levels; the label is kept on every image): " + "; ".join(parts) + ".")
+    pair = study[study.model.str.startswith("resnet50")]
+    if len(pair) == 2:
+        s_, m_ = pair[~pair.model.str.contains("mtl")].iloc[0], pair[pair.model.str.contains("mtl")].iloc[0]
+        overlap = not (s_.flip_rate_ci_high < m_.flip_rate_ci_low or m_.flip_rate_ci_high < s_.flip_rate_ci_low)
+        verdict = ("the intervals overlap, so this run cannot tell them apart" if overlap else
+                   ("the multi-task model flips less" if m_.flip_rate < s_.flip_rate else
+                    "the multi-task model flips **more**, not less"))
+        lines.append(f"3. **Multi-task vs single-task** at the study's budget: flip rate {_ci(m_, 'flip_rate')} "
+                     f"(multi) vs {_ci(s_, 'flip_rate')} (single): {verdict}. Grad-CAM shift on label-kept "
+                     f"images: see question 2 and the table below.")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default=None)
@@ -106,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if df.empty:
         out.append("\nNo records yet.\n")
     else:
+        out.append(_headline(df))
         busi = df[(df.dataset == "busi") & df.attack.isin(LABEL_ATTACKS)]
         # The flip rate does not depend on the explainer (one set of adversarial images per attack × ε).
         flips = busi.sort_values("explainer").drop_duplicates(["model", "attack", "eps_grey"])
