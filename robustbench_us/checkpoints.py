@@ -100,7 +100,9 @@ def save_checkpoint(model: nn.Module, path: str | Path, card: Mapping[str, Any])
     weights_path, card_path = checkpoint_paths(path)
     tensors = _state_tensors(model)
     architecture = str(card.get("architecture", type(model).__name__))
-    data = save(tensors, metadata={"format": CARD_FORMAT, "architecture": architecture})
+    # One metadata key: safetensors writes a map's keys in arbitrary order, and the file's
+    # sha256 must be the same for the same weights.
+    data = save(tensors, metadata={"robustbench_us": f"{CARD_FORMAT}; architecture={architecture}"})
     sha256 = hashlib.sha256(data).hexdigest()
     full_card: dict[str, Any] = dict(card)
     full_card.update({

@@ -31,6 +31,10 @@ def run(args: argparse.Namespace) -> int:
     registry = default_registry()
     suite = load_suite(args.suite, registry=registry, scale=args.scale)
     summary = run_suite(suite, args.results, registry=registry, progress=not args.no_progress)
+    from robustbench_us import distributed
+
+    if not distributed.is_writer():  # under torchrun, rank 0 reports and writes the tables
+        return 0
     # Read every record back, so the tables include cells finished by earlier runs.
     records = ResultStore(args.results, suite.name).read_all()
     paths = write_leaderboard(records, suite.name, args.leaderboards, notes=suite.notes)
