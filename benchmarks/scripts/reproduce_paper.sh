@@ -116,4 +116,6 @@ if has publish; then
   done
   "$RB" leaderboard publish "${suites[@]/%/$suffix}" \
     --title "robustbench_us: the study reproduced on BUSI, carried to BUS-BRA${suffix:+ (reduced CPU scale)}"
+  PYBIN="$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python )"
+  "$PYBIN" benchmarks/scripts/summarize_paper.py ${scale:+--scale "$scale"}
 fi
