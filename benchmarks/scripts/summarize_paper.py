@@ -69,7 +69,22 @@ def _cards(folder: Path) -> str:
                      f"[{path.name}]({path.relative_to(folder.parent.parent).as_posix()})"])
     if not rows:
         return "No model cards yet.\n"
-    return _table(["model", "seed", "px", "best/run epochs", "test acc", "test AUC", "sens", "spec", "Dice",
+    spread = []
+    groups: dict[str, list[dict[str, float]]] = {}
+    for path in sorted(folder.glob("*.json")):
+        card = json.loads(path.read_text())
+        if card.get("dataset") == "busi" and "busbrapre" not in path.name:
+            groups.setdefault(card.get("architecture", "?"), []).append(card.get("test_metrics") or {})
+    for arch, metrics in sorted(groups.items()):
+        cells = [arch, str(len(metrics))]
+        for key in ("accuracy", "auc"):
+            values = pd.Series([m.get(key) for m in metrics], dtype=float)
+            cells.append(f"{values.mean():.3f} ± {values.std(ddof=1):.3f} ({values.min():.3f}–{values.max():.3f})"
+                         if len(values) > 1 else f"{values.mean():.3f}")
+        spread.append(cells)
+    summary = ("\nMean ± standard deviation (range) over the seeds trained on BUSI:\n\n"
+               + _table(["model", "seeds", "test accuracy", "test AUC"], spread))
+    return summary + "\nEvery card:\n\n" + _table(["model", "seed", "px", "best/run epochs", "test acc", "test AUC", "sens", "spec", "Dice",
                    "sha256", "card"], rows)
 
 
