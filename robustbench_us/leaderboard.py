@@ -40,6 +40,7 @@ def records_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     metric_columns += sorted(c for c in frame.columns if c not in metric_columns and c not in CONFIG_COLUMNS
                              and c != "cell_id")
     frame = frame[CONFIG_COLUMNS + metric_columns + ["cell_id"]]
+    frame["n_images"] = frame["n_images"].astype("Int64")  # a count: the records' number of images used
     return frame.sort_values(SORT_KEY, kind="stable").reset_index(drop=True)
 
 
