@@ -73,17 +73,19 @@ def _cards(folder: Path) -> str:
     groups: dict[str, list[dict[str, float]]] = {}
     for path in sorted(folder.glob("*.json")):
         card = json.loads(path.read_text())
-        if card.get("dataset") == "busi" and "busbrapre" not in path.name:
-            groups.setdefault(card.get("architecture", "?"), []).append(card.get("test_metrics") or {})
+        if card.get("dataset") == "busi":
+            arch = card.get("architecture", "?") + (" (BUS-BRA pre-trained)" if "busbrapre" in path.name else "")
+            groups.setdefault(arch, []).append(card.get("test_metrics") or {})
     for arch, metrics in sorted(groups.items()):
         cells = [arch, str(len(metrics))]
-        for key in ("accuracy", "auc"):
+        for key in ("accuracy", "auc", "dice"):
             values = pd.Series([m.get(key) for m in metrics], dtype=float)
-            cells.append(f"{values.mean():.3f} ± {values.std(ddof=1):.3f} ({values.min():.3f}–{values.max():.3f})"
+            cells.append("—" if values.isna().all() else
+                         f"{values.mean():.3f} ± {values.std(ddof=1):.3f} ({values.min():.3f}–{values.max():.3f})"
                          if len(values) > 1 else f"{values.mean():.3f}")
         spread.append(cells)
     summary = ("\nMean ± standard deviation (range) over the seeds trained on BUSI:\n\n"
-               + _table(["model", "seeds", "test accuracy", "test AUC"], spread))
+               + _table(["model", "seeds", "test accuracy", "test AUC", "test Dice"], spread))
     return summary + "\nEvery card:\n\n" + _table(["model", "seed", "px", "best/run epochs", "test acc", "test AUC", "sens", "spec", "Dice",
                    "sha256", "card"], rows)
 
