@@ -198,6 +198,11 @@ def test_figure_and_record_links_open(page, site):
     assert json.loads(page.inner_text("body"))["status"] == "ok"
     page.go_back()
     assert page.locator(".sweeps img").count() == 2
+    # Sweep images load lazily: bring each into view, then wait for it (a broken image never completes).
+    for i in range(page.locator(".sweeps img").count()):
+        page.locator(".sweeps img").nth(i).scroll_into_view_if_needed()
+    page.wait_for_function("Array.from(document.querySelectorAll('.sweeps img'))"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
     assert page.evaluate("Array.from(document.querySelectorAll('.sweeps img')).every(i => i.naturalWidth > 0)")
     assert not page.problems
 

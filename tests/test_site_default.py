@@ -41,6 +41,11 @@ def test_default_suite_site(tmp_path, browser):  # noqa: F811
         page.wait_for_load_state()
         assert page.evaluate("document.images[0].naturalWidth") > 0
         page.go_back()
+    # Sweep images load lazily: bring each into view, then wait for it (a broken image never completes).
+    for i in range(page.locator(".sweeps img").count()):
+        page.locator(".sweeps img").nth(i).scroll_into_view_if_needed()
+    page.wait_for_function("Array.from(document.querySelectorAll('.sweeps img'))"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
     assert page.evaluate("Array.from(document.querySelectorAll('.sweeps img')).every(i => i.naturalWidth > 0)")
     assert not errors
     page.close()
