@@ -5,19 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
-
-def _key_value(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE read as JSON when it parses (numbers, true/false, lists), else a string."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
-    key, raw = text.split("=", 1)
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
+from robustbench_us.cli.options import key_value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     audit.add_argument("dataset", help="dataset name, e.g. busi, busbra, folder, phantom")
     audit.add_argument("--root", default=None,
                        help="data folder (default: $ROBUSTBENCH_US_DATA); for folder, the class folders' parent")
-    audit.add_argument("--option", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+    audit.add_argument("--option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                        help="dataset option, e.g. task=3class or split=official-5fold (repeatable)")
     audit.add_argument("--image-size", type=int, default=64,
                        help="decode size; near-duplicates are found on it (default 64, fast)")

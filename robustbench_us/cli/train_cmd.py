@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import UTC, datetime
-from typing import Any
 
+from robustbench_us.cli.options import key_value
 from robustbench_us.errors import RobustBenchError
-
-
-def _key_value(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE read as JSON when it parses (numbers, true/false, null), else a string."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
-    key, raw = text.split("=", 1)
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,9 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", action="append", required=True, metavar="NAME",
                         help="dataset to train on (repeat to train on several at once)")
     parser.add_argument("--root", default=None, help="data root holding the datasets' folders")
-    parser.add_argument("--dataset-option", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+    parser.add_argument("--dataset-option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                         help="option for every dataset factory, e.g. count=60 for phantom (repeatable)")
-    parser.add_argument("--model-option", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+    parser.add_argument("--model-option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                         help="option for the model factory, e.g. segmentation=true for timm:* (repeatable)")
     parser.add_argument("--pretrained", default=None,
                         help="'imagenet' (local torch/timm cache only) or a weights file; default: from scratch")
@@ -66,7 +53,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from robustbench_us.checkpoints import checkpoint_paths, load_checkpoint, save_checkpoint
+    from robustbench_us.checkpoints import (
+        checkpoint_paths,
+        load_checkpoint,
+        save_checkpoint,
+    )
     from robustbench_us.plugins import default_registry
     from robustbench_us.runner import resolve_device
     from robustbench_us.specs import Kind
