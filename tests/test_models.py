@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustbench_us.errors import CheckpointError, PluginError
+from robustbench_us.errors import CheckpointError
 from robustbench_us.plugins import default_registry
 from robustbench_us_plugins.resnet import (IMAGENET_MEAN, IMAGENET_STD, ResNet50Classifier, count_parameters,
                                            make_resnet50, make_resnet50_mtl)
