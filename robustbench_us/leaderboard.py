@@ -45,9 +45,8 @@ def records_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _markdown(frame: pd.DataFrame, suite: str, records: Sequence[dict[str, Any]], notes: str) -> str:
-    ci = [c for c in frame.columns if c.endswith("_ci_low") or c.endswith("_ci_high")]
-    shown = [c for c in frame.columns if c not in ci and c != "cell_id"]
-    shown = [c for c in shown if c in CONFIG_COLUMNS or c in HEADLINE]
+    # Intervals ride along in brackets; the CSV keeps every metric and the cell id.
+    shown = [c for c in frame.columns if c in CONFIG_COLUMNS or c in HEADLINE]
 
     def fmt(column: str, value: Any) -> str:
         if isinstance(value, float):
