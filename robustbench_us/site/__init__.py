@@ -33,6 +33,7 @@ import jinja2
 
 from robustbench_us.errors import RecordError, RobustBenchError
 from robustbench_us.figures import write_sweep_figures
+from robustbench_us.leaderboard import HEADLINE
 from robustbench_us.metrics import METRIC_DESCRIPTIONS
 from robustbench_us.schema import validate_record
 
@@ -40,11 +41,6 @@ MARKER = ".robustbench-us-site"
 CONFIG_COLUMNS = (("dataset", "dataset"), ("model", "model"), ("explainer", "explainer"), ("attack", "attack"),
                   ("region", "region"), ("eps_grey", "ε (grey)"), ("n_images", "n"))
 FILTERS = (("model", "model"), ("explainer", "explainer"), ("attack", "attack"), ("eps", "ε (grey levels)"))
-# Headline metrics in table order (the study's questions first); any other metric follows, sorted.
-HEADLINE = ("clean_accuracy", "adv_accuracy", "flip_rate", "clean_sensitivity", "adv_sensitivity",
-            "clean_specificity", "adv_specificity", "clean_auc", "adv_auc", "centroid_px", "centroid_frac",
-            "centroid_frac_kept", "spearman", "spearman_kept", "topk_intersection", "topk_intersection_kept",
-            "mass_in_lesion_clean", "mass_in_lesion_adv", "dice_clean", "dice_adv", "linf_grey", "l2_grey")
 LOWER_IS_BETTER = ("flip_rate", "centroid")
 
 
