@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import sys
 import time
 import traceback
@@ -32,15 +31,10 @@ from robustbench_us.plugins import Registry, default_registry
 from robustbench_us.protocols import Dataset
 from robustbench_us.records import Record, Status, base_provenance
 from robustbench_us.specs import AttackTarget, Kind
-from robustbench_us.store import ResultStore
+from robustbench_us.store import ResultStore, safe_join, slug
 from robustbench_us.suite import AttackEntry, DatasetEntry, ExplainerEntry, ModelEntry, Suite
 
 logger = logging.getLogger(__name__)
-
-
-def slug(text: str) -> str:
-    """A file-name-safe form of a plugin or cell name."""
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -439,7 +433,6 @@ class SuiteRunner:
     def _figures(self, cell: Cell, ev: _Evaluation, x_adv: torch.Tensor, adv: dict[str, Any]) -> list[str]:
         """The study's panels for this cell (label kept & map moved; label flipped), relative to the suite folder."""
         from robustbench_us.figures import write_cell_figures
-        from robustbench_us.store import safe_join
 
         name = cell.explainer.name
         out = safe_join(self.store.root, "figures", cell.cell_id)

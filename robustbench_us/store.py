@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,11 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a name: other characters become '_'; never empty, '.' or '..'."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_.") or "_"
 
 
 def safe_join(root: Path, *parts: str) -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 import tempfile
 from collections import Counter
@@ -36,6 +35,7 @@ from robustbench_us.figures import write_sweep_figures
 from robustbench_us.leaderboard import HEADLINE
 from robustbench_us.metrics import METRIC_DESCRIPTIONS
 from robustbench_us.schema import validate_record
+from robustbench_us.store import slug
 
 MARKER = ".robustbench-us-site"
 CONFIG_COLUMNS = (("dataset", "dataset"), ("model", "model"), ("explainer", "explainer"), ("attack", "attack"),
@@ -66,10 +66,6 @@ class Row:
     filters: dict[str, str]
     record_href: str
     figures: list[tuple[str, str | None]] = field(default_factory=list)  # (label, href or None if missing)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_.") or "_"
 
 
 def _href(path: PurePosixPath | str) -> str:
@@ -150,7 +146,7 @@ def _copy_figures(rec: dict[str, Any], suite_results: Path | None, suite_out: Pa
         if source is None:
             links.append((label, None))
             continue
-        target = PurePosixPath("figures") / _slug(rec["cell_id"]) / _slug(PurePosixPath(figure).name)
+        target = PurePosixPath("figures") / slug(rec["cell_id"]) / slug(PurePosixPath(figure).name)
         (suite_out / target).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, suite_out / target)
         links.append((label, _href(target)))
@@ -185,7 +181,7 @@ def _render_suite(env: jinja2.Environment, suite: str, records: list[dict[str, A
         sweeps=sweeps, others=others, counts=counts, missing_figures=missing_figures, static="../../static")
     (suite_out / "index.html").write_text(html, encoding="utf-8")
     config = [r["config"] for r in records]
-    return {"name": suite, "href": _href(PurePosixPath("suites") / _slug(suite) / "index.html"),
+    return {"name": suite, "href": _href(PurePosixPath("suites") / slug(suite) / "index.html"),
             "ok": counts["ok"], "failed": counts["failed"], "invalid": counts["invalid"],
             **{key: sorted({str(c.get(key)) for c in config}) for key in ("dataset", "model", "explainer", "attack")}}
 
@@ -211,11 +207,11 @@ def publish_site(records: Sequence[dict[str, Any]], out_dir: str | Path, *, titl
         source = f"record {rec.get('suite', '?')}/{rec.get('cell_id', '?')}" if isinstance(rec, dict) else "record"
         validate_record(rec, source)
         by_suite.setdefault(rec["suite"], []).append(rec)
-    slugs = Counter(_slug(s) for s in by_suite)
-    clashes = [s for s in by_suite if slugs[_slug(s)] > 1]
+    slugs = Counter(slug(s) for s in by_suite)
+    clashes = [s for s in by_suite if slugs[slug(s)] > 1]
     if clashes:
         raise RecordError(f"suites {', '.join(map(repr, sorted(clashes)))} share the folder name "
-                          f"{_slug(clashes[0])!r} on the site. Rename one of the suites.")
+                          f"{slug(clashes[0])!r} on the site. Rename one of the suites.")
     env = _environment()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -227,7 +223,7 @@ def publish_site(records: Sequence[dict[str, Any]], out_dir: str | Path, *, titl
         static.mkdir()
         for name in ("site.css", "site.js"):
             (static / name).write_bytes(resources.files(__name__).joinpath("static", name).read_bytes())
-        suites = [_render_suite(env, name, recs, staging / "suites" / _slug(name), results_dir, title)
+        suites = [_render_suite(env, name, recs, staging / "suites" / slug(name), results_dir, title)
                   for name, recs in sorted(by_suite.items())]
         (staging / "index.html").write_text(env.get_template("index.html").render(
             title=title, suites=suites, static="static"), encoding="utf-8")
