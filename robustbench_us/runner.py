@@ -186,7 +186,7 @@ class SuiteRunner:
 
     # ----------------------------------------------------------------- models
     def prepare_model(self, entry: ModelEntry, dataset_entry: DatasetEntry, dataset: Dataset,
-                      input_size: int) -> tuple[nn.Module, dict[str, Any]]:
+                      input_size: int, manifest: str) -> tuple[nn.Module, dict[str, Any]]:
         """Build the model, then load its checkpoint or train it (training is cached in the results folder)."""
         from robustbench_us.checkpoints import load_checkpoint, save_checkpoint
         from robustbench_us.training import TrainConfig, train_model
@@ -206,7 +206,7 @@ class SuiteRunner:
                 raise SuiteError(f"{self.suite.path}: models[{entry.name}].train: {exc}. Allowed keys: {fields}.") \
                     from None
             key = {"dataset": dataset_entry.name, "options": dataset_entry.options, "split_seed":
-                   dataset_entry.split_seed, "manifest": dataset.manifest_hash(), "model": entry.name,
+                   dataset_entry.split_seed, "manifest": manifest, "model": entry.name,
                    "model_options": entry.options, "input_size": input_size, "train": settings}
             path = self.store.root / "checkpoints" / f"{slug(dataset_entry.name)}__{slug(entry.key)}-{config_hash(key)}"
             if Path(f"{path}.safetensors").is_file():
@@ -217,7 +217,7 @@ class SuiteRunner:
                 report = train_model(model, [(dataset, split)], config, device=self.device, progress=self.progress)
                 card = {"architecture": entry.name, "model_options": entry.options, "input_size": input_size,
                         "dataset": dataset_entry.name,
-                        "dataset_manifest": dataset.manifest_hash(), "split_seed": dataset_entry.split_seed,
+                        "dataset_manifest": manifest, "split_seed": dataset_entry.split_seed,
                         "recipe": settings, "best_epoch": report.best_epoch, "val_metrics": report.val_metrics,
                         "test_metrics": report.test_metrics, "init": info["model_init"]}
                 card["sha256"] = save_checkpoint(model, path, card)
@@ -367,7 +367,7 @@ class SuiteRunner:
                                        seed=self.suite.seed, **d.options)
         manifest = dataset.manifest_hash()
         with distributed.writer_first():  # under torchrun rank 0 trains; the others load its checkpoint
-            model, model_info = self.prepare_model(m, d, dataset, input_size)
+            model, model_info = self.prepare_model(m, d, dataset, input_size, manifest)
         indices = select_indices(dataset.split(d.split_seed).part(d.part), self.suite.n_images, self.suite.seed)
         ids, x, y, masks = load_images(dataset, indices)
         ev = self.clean_pass(model, ids, x, y, masks)
