@@ -154,8 +154,8 @@ def apply_scale(data: dict[str, Any], scale: str, source: str) -> dict[str, Any]
     out["suite"] = head
     models = []
     for model in out.get("models", []):
-        model = dict(model) if isinstance(model, dict) else model
-        if isinstance(model, dict):
+        if isinstance(model, dict):  # anything else is reported by parse_suite
+            model = dict(model)
             if "input_size" in table:
                 model["input_size"] = table["input_size"]
             if "train" in table and isinstance(model.get("train"), dict):
