@@ -41,7 +41,7 @@ from robustbench_us.metrics import centroid_shift_per_image, centroids
 KEPT_FIGURE = "label_kept_map_moved.png"
 FLIPPED_FIGURE = "label_flipped.png"
 CLASS_NAMES = ("benign", "malignant")
-_DPI = 110
+_DPI = 80
 # Grey-level metadata keeps PNGs byte-identical between runs (no timestamps, fixed software tag).
 _PNG_METADATA = {"Software": "robustbench_us"}
 

@@ -427,7 +427,8 @@ class SuiteRunner:
                 continue
             timing = timing_base | {"attack_seconds": attack_seconds,
                                     "adversarial_eval_seconds": seconds[cell.explainer.name]}
-            figures = self._figures(cell, ev, x_adv, adv) if self.suite.figures and distributed.is_writer() else []
+            figures = (self._figures(cell, ev, x_adv, adv)
+                       if self.suite.figures_at(cell.eps) and distributed.is_writer() else [])
             self._write(cell, Status.OK, result, timing, provenance, summary, figures=figures)
 
     def _figures(self, cell: Cell, ev: _Evaluation, x_adv: torch.Tensor, adv: dict[str, Any]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +37,13 @@ class ModelEntry:
     sha256: str | None = None
     train: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None  # a display name, when one architecture appears twice (other checkpoints)
 
     @property
     def key(self) -> str:
-        """How records and checkpoints name this entry (the name plus its input size)."""
-        return self.name if self.input_size is None else f"{self.name}@{self.input_size}"
+        """How records and checkpoints name this entry (the label or name, plus its input size)."""
+        shown = self.label or self.name
+        return shown if self.input_size is None else f"{shown}@{self.input_size}"
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,13 @@ class Suite:
     thresholds: tuple[Threshold, ...] = ()
     notes: str = ""
     cell_timeout: float | None = None  # seconds a plugin may take for one attack × ε
-    figures: bool = True
+    figures: bool | tuple[float, ...] = True  # or the ε values, in grey levels, whose cells get figures
+
+    def figures_at(self, eps: float) -> bool:
+        """Whether a cell at ``eps`` (in [0, 1] units) writes its figures."""
+        if isinstance(self.figures, bool):
+            return self.figures
+        return any(math.isclose(eps * 255.0, grey, rel_tol=1e-6, abs_tol=1e-6) for grey in self.figures)
 
 
 # key -> (accepted types, description used in messages)
@@ -105,13 +114,15 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
               "batch_size": ((int,), "an integer ≥ 1"), "device": ((str,), f"one of {', '.join(DEVICES)}"),
               "notes": ((str,), "text shown on the leaderboard"),
               "cell_timeout": (_NUMBER, "seconds (a number > 0)"),
-              "figures": ((bool,), "true or false (write the study's panels per cell)")},
+              "figures": ((bool, list), ("true, false, or a list of ε in grey levels (write the study's "
+                                         "panels per cell, or only for cells at those ε)"))},
     "datasets": {"name": ((str,), "a dataset name"), "root": ((str,), "a folder path"),
                  "options": ((dict,), "a table"), "split_seed": ((int,), "an integer"),
                  "part": ((str,), "'train', 'val' or 'test'")},
     "models": {"name": ((str,), "a model name"), "input_size": ((int,), "an integer (pixels)"),
                "checkpoint": ((str,), "a path to a .safetensors file"), "sha256": ((str,), "a hex digest"),
-               "train": ((dict,), "a table of training settings"), "options": ((dict,), "a table")},
+               "train": ((dict,), "a table of training settings"), "options": ((dict,), "a table"),
+               "label": ((str,), "a display name")},
     "explainers": {"name": ((str,), "an explainer name"), "options": ((dict,), "a table")},
     "attacks": {"name": ((str,), "an attack name"), "eps": ((int, float, list), "a number or a list of numbers"),
                 "eps_grey": ((int, float, list), "a number or list, in grey levels (ε×255)"),
@@ -208,6 +219,19 @@ def _eps_values(source: str, where: str, table: dict[str, Any]) -> tuple[float, 
     return tuple(values)
 
 
+def _figures_setting(source: str, value: bool | list[Any]) -> bool | tuple[float, ...]:
+    """``suite.figures``: true/false, or a non-empty list of ε in grey levels (numbers > 0)."""
+    if isinstance(value, bool):
+        return value
+    fix = "Write figures = true, false, or a list of ε in grey levels, e.g. figures = [1, 8]."
+    if not value:
+        raise _fail(source, "suite.figures", f"the list is empty. {fix}")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, _NUMBER) or not item > 0 or not math.isfinite(item):
+            raise _fail(source, "suite.figures", f"{item!r} is not a number > 0 (ε in grey levels). {fix}")
+    return tuple(float(item) for item in value)
+
+
 def parse_suite(data: dict[str, Any], *, source: str = "<suite>", registry: Registry | None = None,
                 path: Path | None = None, scale: str | None = None) -> Suite:
     """Validate a parsed TOML document and build a :class:`Suite`.
@@ -270,8 +294,20 @@ def parse_suite(data: dict[str, Any], *, source: str = "<suite>", registry: Regi
             raise _fail(source, f"models[{i}]", "give either checkpoint or train, not both.")
         if t.get("input_size", 32) < 32 or t.get("input_size", 32) % 32:
             raise _fail(source, f"models[{i}].input_size", "must be a multiple of 32, at least 32.")
+        if "label" in t and not t["label"].strip():
+            raise _fail(source, f"models[{i}].label", "is empty; give a display name or drop the key.")
         models.append(ModelEntry(t["name"], t.get("input_size"), t.get("checkpoint"), t.get("sha256"),
-                                 dict(t["train"]) if "train" in t else None, dict(t.get("options", {}))))
+                                 dict(t["train"]) if "train" in t else None, dict(t.get("options", {})),
+                                 t.get("label")))
+    seen: dict[str, int] = {}
+    for i, m in enumerate(models):
+        if m.key in seen:
+            j = seen[m.key]
+            raise _fail(source, f"models[{i}]",
+                        f"same model as models[{j}] ({m.key!r}: same name or label and input size); records "
+                        f"would mix the two. Give one of them a distinct label = \"...\" "
+                        f"(e.g. label = \"{m.label or m.name}-2\").")
+        seen[m.key] = i
     explainers = [ExplainerEntry(t["name"], dict(t.get("options", {}))) for t in entries("explainers")]
     attacks = []
     for i, t in enumerate(entries("attacks")):
@@ -310,7 +346,7 @@ def parse_suite(data: dict[str, Any], *, source: str = "<suite>", registry: Regi
                  explainers=tuple(explainers), attacks=tuple(attacks), description=head.get("description", ""),
                  seed=head.get("seed", 0), n_images=n_images, batch_size=batch_size, device=device,
                  thresholds=tuple(thresholds), notes=head.get("notes", ""), cell_timeout=cell_timeout,
-                 figures=head.get("figures", True))
+                 figures=_figures_setting(source, head.get("figures", True)))
 
 
 def load_suite(path: str | Path, *, registry: Registry | None = None, scale: str | None = None) -> Suite:

@@ -61,3 +61,24 @@ def test_groups_and_cross_class_groups():
 def test_threshold_is_checked():
     with pytest.raises(DataError, match="between 0 and 64"):
         find_near_duplicates([1, 2], [0, 1], threshold=65)
+
+
+def test_importing_the_data_package_does_not_need_imagehash():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['imagehash'] = None\n"  # as if it were not installed
+            "import robustbench_us.data, robustbench_us.data.duplicates as d\n"
+            "import numpy as np\n"
+            "try:\n    d.perceptual_hash(np.zeros((8, 8), np.uint8))\n"
+            "except ImportError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install imagehash" in out.stdout
+
+
+def test_a_missing_imagehash_says_how_to_install_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "imagehash", None)
+    with pytest.raises(ImportError, match="pip install imagehash"):
+        perceptual_hash(np.zeros((8, 8), np.uint8))

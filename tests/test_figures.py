@@ -46,7 +46,8 @@ def test_write_cell_figures_writes_pngs(tmp_path):
     assert [p.name for p in paths] == [figures.KEPT_FIGURE, figures.FLIPPED_FIGURE]
     for p in paths:
         with Image.open(p) as im:
-            assert im.format == "PNG" and im.width > 600
+            # 10.5 × 3.9 in at 80 dpi: three 224-px panels shown at about their native resolution.
+            assert im.format == "PNG" and im.size == (840, 312)
     again = figures.write_cell_figures(tmp_path / "again", x, x_adv, maps, maps_adv, clean, adv, ids)
     assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
 

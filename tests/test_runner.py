@@ -114,3 +114,64 @@ def test_segmentation_explainer_is_paired_only_with_segmenting_models():
                          "attacks": [{"name": "fgsm"}]}, registry=reg)
     pairs = [(c.model.name, c.explainer.name) for c in expand_cells(suite, reg)]
     assert pairs == [("resnet50", "gradcam"), ("resnet50-mtl", "gradcam"), ("resnet50-mtl", "segmentation")]
+
+
+def test_model_labels_give_distinct_cells_and_keep_unlabelled_ids(registry):
+    from robustbench_us.runner import expand_cells
+
+    def cells(models):
+        suite = parse_suite({"suite": {"name": "toy-suite"},
+                             "datasets": [{"name": "toy-squares", "options": {"count": 40}}], "models": models,
+                             "explainers": [{"name": "gradcam"}], "attacks": [{"name": "fgsm", "eps_grey": [1, 8]}]},
+                            registry=registry)
+        return expand_cells(suite, registry)
+
+    # Computed before model labels existed: an entry without a label keeps its cell ids.
+    plain = cells([{"name": "tiny-cnn", "train": {"epochs": 1}},
+                   {"name": "tiny-cnn", "input_size": 64, "train": {"epochs": 1}}])
+    assert [c.cell_id for c in plain] == [
+        "toy-squares_tiny-cnn_gradcam_fgsm-all_eps1-8a113533d7", "toy-squares_tiny-cnn_gradcam_fgsm-all_eps8-a273db30a4",
+        "toy-squares_tiny-cnn_64_gradcam_fgsm-all_eps1-9981e715d4",
+        "toy-squares_tiny-cnn_64_gradcam_fgsm-all_eps8-84e02d9b6f"]
+    assert [c.config["model"] for c in plain] == ["tiny-cnn", "tiny-cnn", "tiny-cnn@64", "tiny-cnn@64"]
+
+    labelled = cells([{"name": "tiny-cnn", "train": {"epochs": 1}},
+                      {"name": "tiny-cnn", "label": "tiny-cnn+pre", "train": {"epochs": 2}}])
+    assert [c.cell_id for c in labelled[:2]] == [c.cell_id for c in plain[:2]]
+    assert len({c.cell_id for c in labelled}) == 4
+    assert [c.config["model"] for c in labelled] == ["tiny-cnn", "tiny-cnn", "tiny-cnn+pre", "tiny-cnn+pre"]
+    assert {c.config["model_name"] for c in labelled} == {"tiny-cnn"}  # the registry name builds the model
+    assert labelled[2].cell_id.startswith("toy-squares_tiny-cnn+pre_gradcam_fgsm-all_eps1-")
+
+
+def test_a_labelled_model_runs_under_its_registry_name_and_records_its_label(tmp_path, registry):
+    from robustbench_us.leaderboard import records_frame
+
+    data = {"suite": {"name": "labels", "seed": 1, "n_images": 4, "batch_size": 4, "figures": False},
+            "datasets": [{"name": "toy-squares", "options": {"count": 40}}],
+            "models": [{"name": "tiny-cnn", "train": {"epochs": 1, "batch_size": 8, "augment": False}},
+                       {"name": "tiny-cnn", "label": "tiny-cnn+long",
+                        "train": {"epochs": 2, "batch_size": 8, "augment": False}}],
+            "explainers": [{"name": "gradcam"}], "attacks": [{"name": "fgsm", "eps_grey": 4}]}
+    summary = run_suite(parse_suite(data, registry=registry), tmp_path, registry=registry, progress=False)
+    assert summary.ok and len(summary.written) == 2
+    records = sorted((json.loads(p.read_text()) for p in summary.written), key=lambda r: r["config"]["model"])
+    assert [r["config"]["model"] for r in records] == ["tiny-cnn", "tiny-cnn+long"]
+    assert all(r["status"] == Status.OK for r in records)
+    assert records[1]["provenance"]["checkpoint"] != records[0]["provenance"]["checkpoint"]
+    assert "__tiny-cnn+long-" in records[1]["provenance"]["checkpoint"]
+    assert sorted(records_frame(records)["model"]) == ["tiny-cnn", "tiny-cnn+long"]
+
+
+def test_figures_only_at_the_listed_grey_levels(tmp_path, registry):
+    suite = suite_of(registry, [{"name": "fgsm", "eps_grey": [4, 8, 16]}], name="some-figures", figures=[4, 16])
+    summary = run_suite(suite, tmp_path, registry=registry, progress=False)
+    assert summary.ok and len(summary.written) == 3
+    by_grey = {round(r["config"]["eps_grey"]): r for r in (json.loads(p.read_text()) for p in summary.written)}
+    assert by_grey[4]["figures"] and by_grey[16]["figures"]
+    assert by_grey[8]["figures"] == []
+    folders = {p.name for p in (tmp_path / "some-figures" / "figures").iterdir()}
+    assert folders == {by_grey[4]["cell_id"], by_grey[16]["cell_id"]}
+    for grey in (4, 16):
+        for figure in by_grey[grey]["figures"]:
+            assert (tmp_path / "some-figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

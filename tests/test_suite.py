@@ -119,3 +119,71 @@ def test_an_unknown_scale_lists_the_defined_ones(tmp_path):
         load_suite(path, scale="gpu")
     with pytest.raises(SuiteError, match=r"scales\.cpu\.epochs: unknown key"):
         load_suite(write(tmp_path, GOOD + "\n[scales.cpu]\nepochs = 3\n", "bad.toml"))
+
+
+TWO_CHECKPOINTS = GOOD.replace('''[[models]]
+name = "resnet50-mtl"
+input_size = 64
+train = { epochs = 1 }
+''', '''[[models]]
+name = "resnet50-mtl"
+checkpoint = "checkpoints/paper/busi-resnet50-mtl-s0.safetensors"
+
+[[models]]
+name = "resnet50-mtl"
+label = "resnet50-mtl+busbra"
+checkpoint = "checkpoints/paper/busi-resnet50-mtl-busbrapre-s0.safetensors"
+''')
+
+
+def test_a_model_label_names_the_entry_and_keeps_the_registry_name(tmp_path):
+    suite = load_suite(write(tmp_path, TWO_CHECKPOINTS), registry=default_registry())
+    plain, labelled = suite.models
+    assert (plain.name, plain.label, plain.key) == ("resnet50-mtl", None, "resnet50-mtl")
+    assert (labelled.name, labelled.label, labelled.key) == ("resnet50-mtl", "resnet50-mtl+busbra",
+                                                             "resnet50-mtl+busbra")
+    sized = load_suite(write(tmp_path, TWO_CHECKPOINTS.replace('label = "resnet50-mtl+busbra"',
+                                                              'label = "resnet50-mtl+busbra"\ninput_size = 64'),
+                             "sized.toml"))
+    assert sized.models[1].key == "resnet50-mtl+busbra@64"
+
+
+def test_the_same_model_twice_without_a_label_is_refused(tmp_path):
+    text = TWO_CHECKPOINTS.replace('label = "resnet50-mtl+busbra"\n', "")
+    with pytest.raises(SuiteError, match=r"models\[1\]: same model as models\[0\] \('resnet50-mtl'.*label = \""):
+        load_suite(write(tmp_path, text))
+    same_label = TWO_CHECKPOINTS.replace('name = "resnet50-mtl"\ncheckpoint = "checkpoints/paper/busi-resnet50-mtl-s0',
+                                         'name = "resnet50"\nlabel = "resnet50-mtl+busbra"\n'
+                                         'checkpoint = "checkpoints/paper/busi-resnet50-mtl-s0')
+    with pytest.raises(SuiteError, match=r"models\[1\]: same model as models\[0\]"):
+        load_suite(write(tmp_path, same_label, "same.toml"))
+    # Other input sizes are other entries already.
+    sized = text.replace('checkpoint = "checkpoints/paper/busi-resnet50-mtl-busbrapre',
+                         'input_size = 64\ncheckpoint = "checkpoints/paper/busi-resnet50-mtl-busbrapre')
+    assert [m.key for m in load_suite(write(tmp_path, sized, "sized.toml")).models] == ["resnet50-mtl",
+                                                                                        "resnet50-mtl@64"]
+
+
+def test_a_scale_keeps_model_labels(tmp_path):
+    text = TWO_CHECKPOINTS + "\n[scales.cpu]\ninput_size = 32\n"
+    cpu = load_suite(write(tmp_path, text), scale="cpu")
+    assert [m.key for m in cpu.models] == ["resnet50-mtl@32", "resnet50-mtl+busbra@32"]
+    assert [m.name for m in cpu.models] == ["resnet50-mtl", "resnet50-mtl"]
+
+
+def test_figures_accepts_a_list_of_grey_levels(tmp_path):
+    suite = load_suite(write(tmp_path, GOOD.replace('n_images = 8', 'n_images = 8\nfigures = [1, 8]')))
+    assert suite.figures == (1.0, 8.0)
+    assert suite.figures_at(1 / 255) and suite.figures_at(8 / 255) and suite.figures_at(0.0313725490196)
+    assert not suite.figures_at(2 / 255) and not suite.figures_at(0.0)
+    everything = load_suite(write(tmp_path, GOOD, "all.toml"))
+    assert everything.figures is True and everything.figures_at(2 / 255)
+    nothing = load_suite(write(tmp_path, GOOD.replace('n_images = 8', 'n_images = 8\nfigures = false'), "no.toml"))
+    assert not nothing.figures_at(1 / 255)
+
+
+@pytest.mark.parametrize("value", ["[]", "[0]", "[-1]", '["8"]', "[true]", '"yes"'])
+def test_a_bad_figures_value_names_the_key_and_the_fix(tmp_path, value):
+    text = GOOD.replace('n_images = 8', f'n_images = 8\nfigures = {value}')
+    with pytest.raises(SuiteError, match=r"suite\.figures: .*(figures = \[1, 8\]|true, false, or a list)"):
+        load_suite(write(tmp_path, text))

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import imagehash
 import numpy as np
 from PIL import Image
 
@@ -29,6 +28,10 @@ _ROWS = 1024  # rows of the distance matrix computed at once (bounds memory for 
 
 def perceptual_hash(image: Image.Image | np.ndarray) -> int:
     """The 64-bit pHash of an image (any size, grey or colour) as an unsigned integer."""
+    try:
+        import imagehash  # lazy: only computing hashes needs it, not loading pre-decoded datasets
+    except ImportError as exc:
+        raise ImportError("perceptual hashes need the imagehash package: pip install imagehash") from exc
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     bits = imagehash.phash(image).hash.reshape(-1)
