@@ -233,8 +233,18 @@ class Registry:
         raise UnknownNameError(str(kind), name, table)
 
     def create(self, kind: Kind | str, name: str, **options: Any) -> Any:
-        """Call the factory registered under ``name`` with ``options``."""
+        """Call the factory registered under ``name`` with ``options``.
+
+        With ``ROBUSTBENCH_US_DATA_PACKS`` set, a dataset comes from the pack made for
+        this name, input size and options (see :mod:`robustbench_us.data.packs`).
+        """
         spec = self.get(kind, name)
+        if Kind(kind) is Kind.DATASET and os.environ.get("ROBUSTBENCH_US_DATA_PACKS"):
+            from robustbench_us.data import packs
+
+            canon = packs.canonical_options(options, getattr(spec, "options", None))
+            size = int(options.get("image_size") or 224)
+            return packs.load_pack(packs.find_pack(os.environ["ROBUSTBENCH_US_DATA_PACKS"], name, size, canon))
         if spec.is_family:
             options = {"variant": name.split(":", 1)[1], **options}
         return spec.factory(**options)

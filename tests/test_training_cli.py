@@ -40,7 +40,8 @@ def test_train_writes_checkpoint_card_and_prints_metrics(tiny_plugins, tmp_path,
     # Start a second run from the first checkpoint (e.g. pre-trained on another dataset).
     again = tmp_path / "models" / "tiny2"
     assert main(["train", "tiny-cnn", *BASE, "--init-from", str(weights), "--out", str(again)]) == 0
-    assert json.loads((tmp_path / "models" / "tiny2.json").read_text())["init"] == f"checkpoint:{weights}"
+    fine = json.loads((tmp_path / "models" / "tiny2.json").read_text())
+    assert fine["init"] == f"checkpoint:{weights}" and fine["init_sha256"] == card["sha256"]
 
 
 def test_train_errors_are_one_clean_line(tiny_plugins, tmp_path, capsys):

@@ -7,14 +7,17 @@
 #
 # Options (environment):
 #   ROBUSTBENCH_US_DATA  folder holding busi/ and busbra/ (default ../shared/data)
+#   ROBUSTBENCH_US_DATA_PACKS  read the datasets from packs instead (robustbench-us data pack; docs/datasets.md)
 #   SEEDS                training seeds (default "0 1 2"; seed 0 is the one the suites evaluate)
-#   STEPS                which steps to run, any of: train suites publish pretrain
-#                        (default "train suites publish"; `pretrain` is the next step toward the
-#                        AUC target of issue 11 and was NOT run for the published CPU numbers)
+#   STEPS                which steps to run, any of: train pretrain suites publish
+#                        (default: all four). `pretrain` runs the paper-busbra-native suite, whose
+#                        BUS-BRA-trained model (official folds 2–5) is then fine-tuned on BUSI per seed.
+#   JOBS                 trainings / suites run at once (default 1; 3–4 fill one large GPU)
+#   AMP                  1: train BUSI models with mixed precision (CUDA; default 1 at full scale)
 #   RB                   the command (default .venv/bin/robustbench-us, else robustbench-us)
 #
 # Re-running is cheap: existing checkpoints are kept (delete checkpoints/paper/ to retrain)
-# and the runner skips finished cells.
+# and the runner skips finished cells. Logs: results/logs/<step>.log.
 set -euo pipefail
 
 scale=""
@@ -22,7 +25,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --scale) scale="$2"; shift 2 ;;
     --scale=*) scale="${1#--scale=}"; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "reproduce_paper.sh: unknown argument $1 (use --scale cpu or nothing)" >&2; exit 2 ;;
   esac
 done
@@ -31,12 +34,14 @@ cd "$(dirname "$0")/../.."
 export ROBUSTBENCH_US_DATA="${ROBUSTBENCH_US_DATA:-../shared/data}"
 RB="${RB:-$( [[ -x .venv/bin/robustbench-us ]] && echo .venv/bin/robustbench-us || echo robustbench-us )}"
 SEEDS="${SEEDS:-0 1 2}"
-STEPS="${STEPS:-train suites publish}"
+STEPS="${STEPS:-train pretrain suites publish}"
+JOBS="${JOBS:-1}"
 
 # Training recipe per scale. Full scale is the project's defaults (the study's recipe:
 # Adam, cross-entropy + Dice/BCE for the mask head, flips/±5°/10 % shifts after splitting).
 if [[ -z "$scale" ]]; then
   size=224; train_args=(--epochs 80 --patience 10 --lr 1e-4 --batch-size 32); convnext_args=()
+  [[ "${AMP:-1}" == 1 ]] && train_args+=(--amp)
   scale_flag=(); suffix=""
 elif [[ "$scale" == cpu ]]; then
   # Must match [scales.cpu] of benchmarks/suites/paper*.toml (input_size = 64).
@@ -51,47 +56,72 @@ fi
 
 ckpt=checkpoints/paper
 cards="leaderboards/models/paper${suffix}"
+logs=results/logs
+mkdir -p "$ckpt" "$cards" "$logs"
 models=(resnet50 resnet50-mtl timm:convnext_atto)
 slug() { echo "${1#timm:}"; }
-
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 
-if has train; then
-  mkdir -p "$ckpt" "$cards"
-  for seed in $SEEDS; do
+# Jobs run JOBS at a time, in the order started; each logs to results/logs/<name>.log.
+# `await NAME...` waits for those jobs; `finish` waits for all and fails naming the failed ones.
+failed=()
+declare -A pid_of=()
+start() {  # start NAME CMD...
+  local name="$1"; shift
+  while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n || true; done
+  echo "[$(date +%T)] start $name"
+  ( "$@" > "$logs/$name.log" 2>&1 && echo "[$(date +%T)] done  $name" \
+      || { echo "[$(date +%T)] FAILED $name (see $logs/$name.log)"; tail -5 "$logs/$name.log"; exit 1; } ) &
+  pid_of[$name]=$!
+}
+await() {
+  local name
+  for name in "$@"; do
+    [[ -n "${pid_of[$name]:-}" ]] || continue
+    wait "${pid_of[$name]}" || failed+=("$name")
+    unset "pid_of[$name]"
+  done
+}
+finish() {
+  await "${!pid_of[@]}"
+  if (( ${#failed[@]} )); then
+    echo "reproduce_paper.sh: failed: ${failed[*]} (logs in $logs/)" >&2; exit 1
+  fi
+}
+
+train_busi() {  # train_busi MODEL SEED
+  local model="$1" seed="$2" out="$ckpt/busi-$(slug "$1")-s$2" extra=()
+  [[ "$model" == timm:convnext* ]] && extra=("${convnext_args[@]}")
+  "$RB" -v train "$model" --dataset busi --image-size "$size" "${train_args[@]}" "${extra[@]}" \
+    --seed "$seed" --split-seed 0 --out "$out" --no-progress
+}
+train_jobs() {  # train_jobs SEED...: start the BUSI trainings of these seeds that have no checkpoint yet
+  local seed model
+  for seed in "$@"; do
     for model in "${models[@]}"; do
-      out="$ckpt/busi-$(slug "$model")-s$seed"
-      if [[ -f "$out.safetensors" ]]; then
-        echo "keep $out.safetensors"
+      if [[ -f "$ckpt/busi-$(slug "$model")-s$seed.safetensors" ]]; then
+        echo "keep $ckpt/busi-$(slug "$model")-s$seed.safetensors"
       else
-        extra=(); [[ "$model" == timm:convnext* ]] && extra=("${convnext_args[@]}")
-        "$RB" -v train "$model" --dataset busi --image-size "$size" "${train_args[@]}" "${extra[@]}" \
-          --seed "$seed" --split-seed 0 --out "$out"
+        start "train-$(slug "$model")-s$seed" train_busi "$model" "$seed"
       fi
-      cp "$out.json" "$cards/"   # the model card (sha256, recipe, val/test metrics); weights stay local
     done
   done
-fi
+}
+suite_job() { start "suite-$1$suffix" "$RB" run "$1" "${scale_flag[@]}" --no-progress; }
 
-# Toward the AUC ≥ 0.93 target with public ultrasound only (no ImageNet here): pre-train the
-# multi-task model on BUS-BRA's official folds 2–5 (fold 1 stays unseen, so paper-busbra's
-# test images are not trained on), then fine-tune on BUSI from that checkpoint.
-if has pretrain; then
-  mkdir -p "$ckpt" "$cards"
-  for seed in $SEEDS; do
-    pre="$ckpt/busbra-f2345-resnet50-mtl-s$seed"
-    [[ -f "$pre.safetensors" ]] || "$RB" -v train resnet50-mtl --dataset busbra --dataset-option split=official-5fold \
-      --dataset-option fold=1 --image-size "$size" "${train_args[@]}" --seed "$seed" --out "$pre"
-    out="$ckpt/busi-resnet50-mtl-busbrapre-s$seed"
-    [[ -f "$out.safetensors" ]] || "$RB" -v train resnet50-mtl --dataset busi --init-from "$pre.safetensors" \
-      --image-size "$size" "${train_args[@]}" --seed "$seed" --split-seed 0 --out "$out"
-    cp "$pre.json" "$out.json" "$cards/"
-  done
-fi
+# Toward the AUC ≥ 0.93 target with public ultrasound only (no ImageNet here): the
+# paper-busbra-native suite trains resnet50-mtl on BUS-BRA's official folds 2–5 (fold 1, its
+# test fold, stays unseen) and evaluates it; that model is then fine-tuned on BUSI per seed.
+finetune() {  # finetune SEED (after paper-busbra-native has trained its model)
+  local pre out="$ckpt/busi-resnet50-mtl-busbrapre-s$1"
+  pre=$(ls results/paper-busbra-native${suffix}/checkpoints/busbra__resnet50-mtl_${size}-*.safetensors | head -1)
+  cp "${pre%.safetensors}.json" "$cards/busbra-f2345-resnet50-mtl-s0.json"
+  "$RB" -v train resnet50-mtl --dataset busi --init-from "$pre" --image-size "$size" "${train_args[@]}" \
+    --seed "$1" --split-seed 0 --out "$out" --no-progress
+}
 
 # A checkpoint trained at another scale must not be evaluated silently at this one.
-for model in "${models[@]}"; do
-  card="$ckpt/busi-$(slug "$model")-s0.json"
+for card in "$ckpt"/busi-*-s0.json; do
   [[ -f "$card" ]] || continue
   python3 - "$card" "$size" <<'PY'
 import json, sys
@@ -103,13 +133,35 @@ if got is not None and int(got) != size:
 PY
 done
 
-suites=(paper paper-maps paper-busbra paper-busbra-native)
-if has suites; then
-  for suite in "${suites[@]}"; do
-    "$RB" run "$suite" "${scale_flag[@]}" --no-progress
+seeds=($SEEDS)
+first="${seeds[0]}"
+# 1. Seed-0 models (the suites evaluate them) and the BUS-BRA model, side by side.
+has train && train_jobs "$first"
+has pretrain && suite_job paper-busbra-native
+await "train-resnet50-s$first" "train-resnet50-mtl-s$first" "train-convnext_atto-s$first"
+# 2. The suites on the seed-0 models; meanwhile the other seeds and the BUSI fine-tunes.
+if has suites; then suite_job paper; suite_job paper-busbra; suite_job paper-maps; fi
+if has train; then train_jobs "${seeds[@]:1}"; fi
+if has pretrain; then
+  await "suite-paper-busbra-native$suffix"
+  for seed in $SEEDS; do
+    if [[ -f "$ckpt/busi-resnet50-mtl-busbrapre-s$seed.safetensors" ]]; then
+      echo "keep $ckpt/busi-resnet50-mtl-busbrapre-s$seed.safetensors"
+    else
+      start "finetune-resnet50-mtl-busbrapre-s$seed" finetune "$seed"
+    fi
   done
+  await "finetune-resnet50-mtl-busbrapre-s$first"
+  if has suites; then suite_job paper-busbrapre; fi
+elif has suites; then
+  suite_job paper-busbra-native
 fi
+finish
 
+# Model cards (sha256, recipe, val/test metrics) are published; the weights stay local.
+for f in "$ckpt"/busi-*.json; do [[ -f "$f" ]] && cp "$f" "$cards/"; done
+
+suites=(paper paper-maps paper-busbra paper-busbra-native paper-busbrapre)
 if has publish; then
   for suite in "${suites[@]}"; do
     "$RB" leaderboard "$suite" "${scale_flag[@]}"

@@ -10,7 +10,7 @@ from robustbench_us.cli.options import key_value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("data", help="inspect datasets (audit)",
+    parser = subparsers.add_parser("data", help="inspect datasets (audit) or pack them for another machine (pack)",
                                    description="Inspect the datasets that plugins provide.")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
@@ -33,6 +33,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="near-duplicate Hamming threshold in bits (default: the dataset's, 10)")
     audit.add_argument("--json", action="store_true", help="print the full report as JSON")
     audit.set_defaults(func=run_audit)
+    pack = actions.add_parser(
+        "pack", help="decode a dataset once at one input size into a pack, for a machine without the files",
+        description="Read a file dataset (busi, busbra, folder, ...) from its files, resize it to --image-size and "
+                    "write <out>/<name>-<size>px-<hash>.rbpack: lossless images, masks, labels, groups, split "
+                    "metadata and the manifest hash. Copy the folder elsewhere and set ROBUSTBENCH_US_DATA_PACKS "
+                    "to it: runs there read the same data (same manifest hash) without the original files.")
+    pack.add_argument("dataset", nargs="+", help="dataset name(s), e.g. busi busbra")
+    pack.add_argument("--image-size", type=int, required=True, action="append",
+                      help="input size in pixels, the suite's input_size (repeatable)")
+    pack.add_argument("--root", default=None, help="data folder (default: $ROBUSTBENCH_US_DATA)")
+    pack.add_argument("--option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
+                      help="dataset option, as in the suite, e.g. split=official-5fold (repeatable)")
+    pack.add_argument("--out", required=True, help="folder to write the packs into")
+    pack.set_defaults(func=run_pack)
 
 
 def run_audit(args: argparse.Namespace) -> int:
@@ -50,3 +64,22 @@ def run_audit(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(format_audit(report) + "\n")
     return 1 if report["leaks"] else 0
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    import os
+
+    from robustbench_us.data.packs import ENV_PACKS, pack_dataset, read_head
+    from robustbench_us.plugins import default_registry
+
+    if os.environ.get(ENV_PACKS):
+        sys.stderr.write(f"note: {ENV_PACKS} is set, but packs are always made from the files\n")
+    for name in args.dataset:
+        for size in args.image_size:
+            path = pack_dataset(default_registry(), name, image_size=size, out_dir=args.out, root=args.root,
+                                options=dict(args.option))
+            head = read_head(path)
+            sys.stdout.write(f"{path}: {head['dataset']}, {head['n']} images at {size} px, options "
+                             f"{head['options']}, manifest {head['manifest'][:12]}, "
+                             f"{path.stat().st_size / 2**20:.1f} MiB\n")
+    return 0

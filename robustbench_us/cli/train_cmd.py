@@ -87,8 +87,7 @@ def run(args: argparse.Namespace) -> int:
                           "test": len(split.test)})
     torch.manual_seed(args.seed)
     model = registry.create(Kind.MODEL, args.model, input_size=image_size, **model_options)
-    if args.init_from:
-        load_checkpoint(model, args.init_from)
+    init_card = load_checkpoint(model, args.init_from) if args.init_from else None
     init = getattr(model, "init", "scratch")
     err = sys.stderr
     parts = ", ".join(f"{d['name']} ({d['train']}/{d['val']}/{d['test']} train/val/test)" for d in described)
@@ -99,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         "dataset": "+".join(d["name"] for d in described), "datasets": described,
         "dataset_manifest": described[0]["manifest"] if len(described) == 1 else
         [d["manifest"] for d in described],
-        "split_seed": args.split_seed, "recipe": config.to_dict(), "init": init, "device": str(device),
+        "split_seed": args.split_seed, "recipe": config.to_dict(), "init": init,
+        "init_sha256": None if init_card is None else init_card.get("sha256"), "device": str(device),
         "best_epoch": report.best_epoch, "epochs_run": len(report.history), "val_metrics": report.val_metrics,
         "test_metrics": report.test_metrics, "history": report.history,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
