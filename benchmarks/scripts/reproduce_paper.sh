@@ -14,6 +14,7 @@
 #                        BUS-BRA-trained model (official folds 2–5) is then fine-tuned on BUSI per seed.
 #   JOBS                 trainings / suites run at once (default 1; 3–4 fill one large GPU)
 #   AMP                  1: train BUSI models with mixed precision (CUDA; default 1 at full scale)
+#   EPOCHS               cap every BUSI training at this many epochs (a quick trial; the cards record it)
 #   RB                   the command (default .venv/bin/robustbench-us, else robustbench-us)
 #
 # Re-running is cheap: existing checkpoints are kept (delete checkpoints/paper/ to retrain)
@@ -54,6 +55,7 @@ else
   echo "reproduce_paper.sh: unknown scale '$scale' (defined: cpu)" >&2; exit 2
 fi
 
+[[ -n "${EPOCHS:-}" ]] && convnext_args+=(--epochs "$EPOCHS") && train_args+=(--epochs "$EPOCHS")
 ckpt=checkpoints/paper
 cards="leaderboards/models/paper${suffix}"
 logs=results/logs
