@@ -82,6 +82,33 @@ def test_site_files(site):
         assert "http://" not in text and "https://" not in text and "//cdn" not in text
 
 
+def test_webp_figures_are_smaller_and_linked(tmp_path):
+    """--figure-format webp: every figure re-encoded (decodable, same size in pixels), links point at it."""
+    from PIL import Image
+
+    results = tmp_path / "results"
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 3, 32, 32, generator=g)
+    maps = torch.rand(3, 32, 32, generator=g)
+    written = figures.write_cell_figures(results / "demo" / "figures" / "cell0", x, (x + 1 / 255).clamp(0, 1), maps,
+                                         maps.flip(-1), torch.tensor([[2.0, 0], [0, 2], [2, 0]]),
+                                         torch.tensor([[2.0, 0], [2, 0], [0, 2]]), ["i0", "i1", "i2"])
+    figs = [p.relative_to(results / "demo").as_posix() for p in written]
+    rec = _record("resnet50", "fgsm", 1.0, 0.5, figs=figs)
+    publish_site([rec], tmp_path / "site", title="t", results_dir=results, figure_format="webp")
+    out = tmp_path / "site" / "suites" / "demo"
+    webps = sorted((out / "figures").rglob("*.webp"))
+    assert len(webps) == len(written) == 2 and not list((out / "figures").rglob("*.png"))
+    for png, webp in zip(sorted(written), webps):
+        with Image.open(png) as a, Image.open(webp) as b:
+            assert b.format == "WEBP" and a.size == b.size
+        assert webp.stat().st_size < png.stat().st_size
+    page = (out / "index.html").read_text()
+    assert all(f'href="figures/{w.parent.name}/{w.name}"' in page for w in webps)
+    with pytest.raises(RobustBenchError, match="figure format 'gif' is not one of png, webp"):
+        publish_site([rec], tmp_path / "site2", results_dir=results, figure_format="gif")
+
+
 def test_plugin_text_is_escaped_in_html(site):
     page = (site / "suites" / "demo" / "index.html").read_text()
     assert EVIL not in page

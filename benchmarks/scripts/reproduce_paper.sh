@@ -168,7 +168,7 @@ if has publish; then
   for suite in "${suites[@]}"; do
     "$RB" leaderboard "$suite" "${scale_flag[@]}"
   done
-  "$RB" leaderboard publish "${suites[@]/%/$suffix}" \
+  "$RB" leaderboard publish "${suites[@]/%/$suffix}" --figure-format webp \
     --title "robustbench_us: the study reproduced on BUSI, carried to BUS-BRA${suffix:+ (reduced CPU scale)}"
   PYBIN="$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python )"
   "$PYBIN" benchmarks/scripts/summarize_paper.py ${scale:+--scale "$scale"}

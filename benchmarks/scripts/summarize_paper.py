@@ -21,7 +21,7 @@ from robustbench_us.runner import expand_cells
 from robustbench_us.store import ResultStore
 from robustbench_us.suite import load_suite
 
-SUITES = ("paper", "paper-maps", "paper-busbra", "paper-busbra-native")
+SUITES = ("paper", "paper-maps", "paper-busbra", "paper-busbra-native", "paper-busbrapre")
 LABEL_ATTACKS = ("random-sign", "fgsm", "ifgsm", "pgd")
 MAP_ATTACKS = ("mass-center", "topk", "target-map")
 
@@ -33,7 +33,7 @@ def _frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             continue
         c, m = r["config"], r["metrics"]
         rows.append({"suite": r["suite"], "dataset": c["dataset"], "model": c["model"], "explainer": c["explainer"],
-                     "attack": c["attack"], "eps_grey": round(c["eps_grey"], 3), "n": c["n_images"], **m})
+                     "attack": c["attack"], "eps_grey": round(c["eps_grey"], 3), **m, "n": int(m.get("n_images", c["n_images"]))})  # config 0 = "all"
     return pd.DataFrame(rows)
 
 

@@ -24,6 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default=None, help="with publish: site folder (default: <leaderboards>/site)")
     parser.add_argument("--scale", default=None, help="the suite's scale the records were run at (as for run)")
     parser.add_argument("--title", default="robustbench_us leaderboard", help="with publish: the site's title")
+    parser.add_argument("--figure-format", choices=("png", "webp"), default="png",
+                        help="with publish: png copies the figures as they are (default); webp re-encodes them "
+                             "(lossy, about 5× smaller) for a site kept in git")
     parser.set_defaults(func=run)
 
 

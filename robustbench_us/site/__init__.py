@@ -133,7 +133,23 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _copy_figures(rec: dict[str, Any], suite_results: Path | None, suite_out: Path) -> list[tuple[str, str | None]]:
+FIGURE_FORMATS = ("png", "webp")
+WEBP_QUALITY = 80
+
+
+def _place_figure(source: Path, target: Path, figure_format: str) -> None:
+    """Copy a PNG figure as it is, or re-encode it as lossy WebP (about 5× smaller; the original stays)."""
+    if figure_format == "png":
+        shutil.copyfile(source, target)
+        return
+    from PIL import Image
+
+    with Image.open(source) as image:
+        image.convert("RGB").save(target, format="WEBP", quality=WEBP_QUALITY, method=4)
+
+
+def _copy_figures(rec: dict[str, Any], suite_results: Path | None, suite_out: Path,
+                  figure_format: str = "png") -> list[tuple[str, str | None]]:
     """Copy a record's figures into the site; (label, link) per figure, link None where the file is missing."""
     links = []
     for figure in rec.get("figures") or []:
@@ -146,15 +162,18 @@ def _copy_figures(rec: dict[str, Any], suite_results: Path | None, suite_out: Pa
         if source is None:
             links.append((label, None))
             continue
-        target = PurePosixPath("figures") / slug(rec["cell_id"]) / slug(PurePosixPath(figure).name)
+        name = PurePosixPath(figure).name
+        if figure_format != "png":
+            name = f"{PurePosixPath(name).stem}.{figure_format}"
+        target = PurePosixPath("figures") / slug(rec["cell_id"]) / slug(name)
         (suite_out / target).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, suite_out / target)
+        _place_figure(source, suite_out / target, figure_format)
         links.append((label, _href(target)))
     return links
 
 
 def _render_suite(env: jinja2.Environment, suite: str, records: list[dict[str, Any]], suite_out: Path,
-                  results_dir: Path | None, title: str) -> dict[str, Any]:
+                  results_dir: Path | None, title: str, figure_format: str = "png") -> dict[str, Any]:
     ok = [r for r in records if r["status"] == "ok"]
     ok.sort(key=lambda r: tuple(str(r["config"].get(k)) for k in ("dataset", "model", "attack", "region"))
             + (float(r["config"].get("eps_grey") or 0), str(r["config"].get("explainer"))))
@@ -169,7 +188,7 @@ def _render_suite(env: jinja2.Environment, suite: str, records: list[dict[str, A
     suite_results = None if results_dir is None else Path(results_dir) / suite
     columns = [Column(k, label, "number" if k in ("eps_grey", "n_images") else "text") for k, label in CONFIG_COLUMNS]
     metric_cols = metric_columns(ok)
-    rows = [_row(r, metric_cols, _copy_figures(r, suite_results, suite_out)) for r in ok]
+    rows = [_row(r, metric_cols, _copy_figures(r, suite_results, suite_out, figure_format)) for r in ok]
     sweeps = [_href(PurePosixPath("sweeps") / p.name) for p in write_sweep_figures(ok, suite_out / "sweeps")]
     options = {key: sorted({row.filters[key] for row in rows},
                            key=(lambda v: (float(v) if v != "–" else math.inf)) if key == "eps" else str)
@@ -193,14 +212,19 @@ def _check_out_dir(out: Path) -> None:
 
 
 def publish_site(records: Sequence[dict[str, Any]], out_dir: str | Path, *, title: str = "robustbench_us leaderboard",
-                 results_dir: str | Path | None = None) -> Path:
+                 results_dir: str | Path | None = None, figure_format: str = "png") -> Path:
     """Write the static site for ``records`` into ``out_dir`` (replacing an earlier site there); returns index.html.
+
+    ``figure_format`` "png" copies each cell's figures as they are; "webp" re-encodes
+    them as lossy WebP (quality 80, about a fifth of the size) for a site kept in git.
 
     Records are validated against the published schema first. ``results_dir`` is the
     results folder the records came from (``<results_dir>/<suite>/<figure>``): their
     figures are copied in from there; without it rows list their figures unlinked.
     """
     out = Path(out_dir)
+    if figure_format not in FIGURE_FORMATS:
+        raise RobustBenchError(f"figure format {figure_format!r} is not one of {', '.join(FIGURE_FORMATS)}.")
     _check_out_dir(out)
     by_suite: dict[str, list[dict[str, Any]]] = {}
     for rec in records:
@@ -223,7 +247,7 @@ def publish_site(records: Sequence[dict[str, Any]], out_dir: str | Path, *, titl
         static.mkdir()
         for name in ("site.css", "site.js"):
             (static / name).write_bytes(resources.files(__name__).joinpath("static", name).read_bytes())
-        suites = [_render_suite(env, name, recs, staging / "suites" / slug(name), results_dir, title)
+        suites = [_render_suite(env, name, recs, staging / "suites" / slug(name), results_dir, title, figure_format)
                   for name, recs in sorted(by_suite.items())]
         (staging / "index.html").write_text(env.get_template("index.html").render(
             title=title, suites=suites, static="static"), encoding="utf-8")
