@@ -254,3 +254,27 @@ def test_index_lists_suites(browser, site):
     pg.wait_for_load_state()
     assert pg.url.endswith("/suites/demo/index.html")
     pg.close()
+
+
+def test_suite_notes_and_grid_are_shown(tmp_path):
+    """The settings a suite ran at and how much of its grid the records cover are on the site itself."""
+    records = [_record("resnet50", "fgsm", e, 0.5) for e in EPS_GREY]
+    about = {"demo": {"notes": "REDUCED SCALE: 64 px <b>", "grid": len(records) + 3}}
+    publish_site(records, tmp_path / "site", title="t", about=about)
+    page = (tmp_path / "site" / "suites" / "demo" / "index.html").read_text()
+    assert "REDUCED SCALE: 64 px &lt;b&gt;" in page
+    assert f"{len(records)} cells measured of the {len(records) + 3} in this suite's grid" in page
+    assert "3 not run yet" in page
+    assert f"{len(records)} ok of {len(records) + 3}" in (tmp_path / "site" / "index.html").read_text()
+    publish_site(records, tmp_path / "plain", title="t")  # without it: no notes, no grid claim
+    plain = (tmp_path / "plain" / "suites" / "demo" / "index.html").read_text()
+    assert "Settings." not in plain and "not run yet" not in plain
+
+
+def test_site_command_reads_notes_and_grid_from_the_suite_files():
+    from robustbench_us.cli.site_cmd import suite_about
+
+    full, cpu = suite_about("paper"), suite_about("paper-cpu")
+    assert full["grid"] == cpu["grid"] == 200
+    assert full["notes"].startswith("Full scale") and cpu["notes"].startswith("REDUCED CPU SCALE")
+    assert suite_about("no-such-suite") is None and suite_about("paper-nosuchscale") is None

@@ -46,6 +46,27 @@ def suite_names(results: Path, given: list[str]) -> list[str]:
     return names
 
 
+def suite_about(name: str) -> dict | None:
+    """Notes and grid size of the suite whose results folder is ``name`` (``paper`` or ``paper-cpu``), if found."""
+    from robustbench_us.plugins import default_registry
+    from robustbench_us.runner import expand_cells
+    from robustbench_us.suite import load_suite
+
+    candidates = [(name, None)]
+    if "-" in name:
+        base, _, scale = name.rpartition("-")
+        candidates.append((base, scale))
+    for base, scale in candidates:
+        try:
+            suite = load_suite(base, scale=scale)
+            if suite.name != name:
+                continue
+            return {"notes": suite.notes, "grid": len(expand_cells(suite, default_registry()))}
+        except RobustBenchError:
+            continue
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     results = Path(args.results)
     records = []
@@ -55,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
             raise RobustBenchError(f"suite {name!r} has no records under {results / name / 'records'}. "
                                    f"Run it first: robustbench-us run {name} --results {results}")
         records += found
+    names = sorted({r["suite"] for r in records})
+    about = {name: info for name in names if (info := suite_about(name)) is not None}
     index = publish_site(records, args.out, title=args.title, results_dir=results,
-                         figure_format=args.figure_format)
+                         figure_format=args.figure_format, about=about)
     sys.stdout.write(f"site: {index} ({len(records)} records)\nopen: {index.resolve().as_uri()}\n")
     return 0

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import quote
 
 import jinja2
@@ -173,7 +173,8 @@ def _copy_figures(rec: dict[str, Any], suite_results: Path | None, suite_out: Pa
 
 
 def _render_suite(env: jinja2.Environment, suite: str, records: list[dict[str, Any]], suite_out: Path,
-                  results_dir: Path | None, title: str, figure_format: str = "png") -> dict[str, Any]:
+                  results_dir: Path | None, title: str, figure_format: str = "png",
+                  about: Mapping[str, Any] | None = None) -> dict[str, Any]:
     ok = [r for r in records if r["status"] == "ok"]
     ok.sort(key=lambda r: tuple(str(r["config"].get(k)) for k in ("dataset", "model", "attack", "region"))
             + (float(r["config"].get("eps_grey") or 0), str(r["config"].get("explainer"))))
@@ -197,11 +198,13 @@ def _render_suite(env: jinja2.Environment, suite: str, records: list[dict[str, A
     missing_figures = sum(1 for row in rows for _, href in row.figures if href is None)
     html = env.get_template("suite.html").render(
         title=title, suite=suite, columns=columns + metric_cols, rows=rows, filters=FILTERS, options=options,
-        sweeps=sweeps, others=others, counts=counts, missing_figures=missing_figures, static="../../static")
+        sweeps=sweeps, others=others, counts=counts, missing_figures=missing_figures, static="../../static",
+        notes=(about or {}).get("notes"), grid=(about or {}).get("grid"))
     (suite_out / "index.html").write_text(html, encoding="utf-8")
     config = [r["config"] for r in records]
     return {"name": suite, "href": _href(PurePosixPath("suites") / slug(suite) / "index.html"),
             "ok": counts["ok"], "failed": counts["failed"], "invalid": counts["invalid"],
+            "grid": (about or {}).get("grid"), "notes": (about or {}).get("notes"),
             **{key: sorted({str(c.get(key)) for c in config}) for key in ("dataset", "model", "explainer", "attack")}}
 
 
@@ -212,11 +215,15 @@ def _check_out_dir(out: Path) -> None:
 
 
 def publish_site(records: Sequence[dict[str, Any]], out_dir: str | Path, *, title: str = "robustbench_us leaderboard",
-                 results_dir: str | Path | None = None, figure_format: str = "png") -> Path:
+                 results_dir: str | Path | None = None, figure_format: str = "png",
+                 about: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
     """Write the static site for ``records`` into ``out_dir`` (replacing an earlier site there); returns index.html.
 
     ``figure_format`` "png" copies each cell's figures as they are; "webp" re-encodes
     them as lossy WebP (quality 80, about a fifth of the size) for a site kept in git.
+    ``about`` maps a suite name to ``{"notes": text, "grid": cells in its grid}``; both
+    are shown on the suite's page and the index (the notes say at which scale it ran, the
+    grid size how much of it the records cover).
 
     Records are validated against the published schema first. ``results_dir`` is the
     results folder the records came from (``<results_dir>/<suite>/<figure>``): their
@@ -247,7 +254,8 @@ def publish_site(records: Sequence[dict[str, Any]], out_dir: str | Path, *, titl
         static.mkdir()
         for name in ("site.css", "site.js"):
             (static / name).write_bytes(resources.files(__name__).joinpath("static", name).read_bytes())
-        suites = [_render_suite(env, name, recs, staging / "suites" / slug(name), results_dir, title, figure_format)
+        suites = [_render_suite(env, name, recs, staging / "suites" / slug(name), results_dir, title, figure_format,
+                                (about or {}).get(name))
                   for name, recs in sorted(by_suite.items())]
         (staging / "index.html").write_text(env.get_template("index.html").render(
             title=title, suites=suites, static="static"), encoding="utf-8")
