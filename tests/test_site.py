@@ -36,17 +36,22 @@ def _record(model: str, attack: str, eps_grey: float, acc: float, *, status: Sta
                   error=None if status == Status.OK else f"plugin raised {EVIL}", figures=figs or []).to_dict()
 
 
+def _cell_figures(results: Path, *, seed: int, size: int) -> tuple[list[Path], list[str]]:
+    """The study's panels for one cell of suite "demo" (paths written, and as a record lists them)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(3, 3, size, size, generator=g)
+    maps = torch.rand(3, size, size, generator=g)
+    written = figures.write_cell_figures(results / "demo" / "figures" / "cell0", x, (x + 1 / 255).clamp(0, 1), maps,
+                                         maps.flip(-1), torch.tensor([[2.0, 0], [0, 2], [2, 0]]),
+                                         torch.tensor([[2.0, 0], [2, 0], [0, 2]]), ["i0", "i1", "i2"])
+    return written, [p.relative_to(results / "demo").as_posix() for p in written]
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """A published site of 8 ok cells (one with real figures), one failed, and a second suite."""
     results = tmp_path_factory.mktemp("results")
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(3, 3, 16, 16, generator=g)
-    maps = torch.rand(3, 16, 16, generator=g)
-    written = figures.write_cell_figures(results / "demo" / "figures" / "cell0", x, (x + 1 / 255).clamp(0, 1), maps,
-                                         maps.flip(-1), torch.tensor([[2.0, 0], [0, 2], [2, 0]]),
-                                         torch.tensor([[2.0, 0], [2, 0], [0, 2]]), ["i0", "i1", "i2"])
-    figs = [p.relative_to(results / "demo").as_posix() for p in written]
+    _, figs = _cell_figures(results, seed=0, size=16)
     records, acc = [], 0.8
     for model in MODELS:
         for attack in ("fgsm", "ifgsm"):
@@ -87,13 +92,7 @@ def test_webp_figures_are_smaller_and_linked(tmp_path):
     from PIL import Image
 
     results = tmp_path / "results"
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(3, 3, 32, 32, generator=g)
-    maps = torch.rand(3, 32, 32, generator=g)
-    written = figures.write_cell_figures(results / "demo" / "figures" / "cell0", x, (x + 1 / 255).clamp(0, 1), maps,
-                                         maps.flip(-1), torch.tensor([[2.0, 0], [0, 2], [2, 0]]),
-                                         torch.tensor([[2.0, 0], [2, 0], [0, 2]]), ["i0", "i1", "i2"])
-    figs = [p.relative_to(results / "demo").as_posix() for p in written]
+    written, figs = _cell_figures(results, seed=1, size=32)
     rec = _record("resnet50", "fgsm", 1.0, 0.5, figs=figs)
     publish_site([rec], tmp_path / "site", title="t", results_dir=results, figure_format="webp")
     out = tmp_path / "site" / "suites" / "demo"
