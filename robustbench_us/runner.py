@@ -214,7 +214,8 @@ class SuiteRunner:
                 logger.info("loaded cached checkpoint %s", path)
             else:
                 split = dataset.split(dataset_entry.split_seed)
-                report = train_model(model, [(dataset, split)], config, device=self.device, progress=self.progress)
+                report = train_model(model, [(dataset, split)], config, device=self.device, progress=self.progress,
+                                     resume_path=f"{path}.resume.pt")  # an interrupted run continues here
                 card = {"architecture": entry.name, "model_options": entry.options, "input_size": input_size,
                         "dataset": dataset_entry.name,
                         "dataset_manifest": manifest, "split_seed": dataset_entry.split_seed,

@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -287,8 +288,34 @@ def _augment_batch(augment: Callable[..., Any], x: torch.Tensor, masks: torch.Te
     return x_aug, m_aug[:, 0] > 0.5
 
 
+def _fingerprint(config: TrainConfig, model: nn.Module, parts: Sequence[_Part]) -> dict[str, Any]:
+    """What a resume file must match: the recipe, the parameter shapes and the data's sizes and labels."""
+    shapes = [list(t.shape) for t in model.state_dict().values()]
+    return {"config": config.to_dict(), "shapes": shapes, "parts": [[len(p), int(p.y.sum())] for p in parts]}
+
+
+def _save_resume(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_resume(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise TrainingError(f"cannot read the resume file {path} ({exc}); delete it to start training over.") \
+            from None
+    if state.get("fingerprint") != fingerprint:
+        raise TrainingError(f"{path} belongs to another training (recipe, model or data differ); delete it to "
+                            "start this one over, or rerun the command that wrote it.")
+    return state
+
+
 def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], config: TrainConfig, *,
-                device: str | torch.device = "cpu", progress: bool = True) -> TrainReport:
+                device: str | torch.device = "cpu", progress: bool = True,
+                resume_path: str | Path | None = None) -> TrainReport:
     """Train ``model`` in place on every dataset's ``split.train``; keep the best epoch on ``split.val``.
 
     Each epoch visits the training images of all datasets in one seeded shuffled
@@ -297,6 +324,12 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
     restored, the test parts are evaluated (accuracy, sensitivity, specificity,
     AUC, and Dice when the model segments and masks exist) and the model is left
     in ``eval()`` mode on ``device``.
+
+    With ``resume_path``, the whole training state (weights, optimiser, best epoch so
+    far, history and the random generators) is written there after every epoch, and a
+    training that finds the file continues after its last finished epoch, as if it had
+    never stopped (on CPU bit for bit; on CUDA up to cuDNN's nondeterminism). The file
+    must come from the same recipe, model and data, and is deleted when training ends.
     """
     from tqdm.auto import tqdm
 
@@ -325,9 +358,27 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
     history: list[dict[str, float]] = []
     best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
     devices = [device] if device.type == "cuda" else []
+    resume = Path(resume_path) if resume_path is not None else None
+    fingerprint = _fingerprint(config, model, (train, val, test)) if resume is not None else None
+    first = 1
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(config.seed)
-        epochs = tqdm(range(1, config.epochs + 1), desc="training", disable=not progress, unit="epoch")
+        if resume is not None and resume.is_file():
+            state = _load_resume(resume, fingerprint)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["cpu_rng"])
+            if devices and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
+            history, best_state = list(state["history"]), state["best_state"]
+            best_loss, best_epoch, stale = float(state["best_loss"]), int(state["best_epoch"]), int(state["stale"])
+            first = int(state["epoch"]) + 1
+            logger.info("resuming from %s after epoch %d (best %d)", resume, first - 1, best_epoch)
+        done = first > 1 and stale >= config.patience
+        epochs = tqdm(range(first, config.epochs + 1) if not done else [], desc="training", disable=not progress,
+                      unit="epoch", initial=first - 1, total=config.epochs)
         for epoch in epochs:
             start = time.perf_counter()
             model.train()
@@ -369,6 +420,13 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
             epochs.set_postfix(loss=f"{row['train_loss']:.3f}", val_loss=f"{row['val_loss']:.3f}",
                                val_acc=f"{row['val_accuracy']:.3f}", best=best_epoch)
             logger.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+            if resume is not None:
+                _save_resume(resume, {
+                    "fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                    "generator": generator.get_state(), "cpu_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if devices else None, "history": history,
+                    "best_state": best_state, "best_loss": best_loss, "best_epoch": best_epoch, "stale": stale})
             if stale >= config.patience:
                 logger.info("early stop at epoch %d (best %d)", epoch, best_epoch)
                 break
@@ -378,4 +436,6 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
     val_metrics = _metrics_by_source(model, val, config, device, use_amp, names)
     test_metrics = _metrics_by_source(model, test, config, device, use_amp, names) if len(test) else {}
     model.eval()
+    if resume is not None:
+        resume.unlink(missing_ok=True)
     return TrainReport(history=history, best_epoch=best_epoch, val_metrics=val_metrics, test_metrics=test_metrics)

@@ -303,3 +303,64 @@ def test_trains_on_busi_and_busbra_together(data_root):
     assert {"busi/accuracy", "busbra/accuracy", "accuracy", "auc"} <= set(report.test_metrics)
     n_test = sum(len(split.test) for _, split in pairs)
     assert n_test > 100 and 0.0 <= report.test_metrics["accuracy"] <= 1.0
+
+
+def test_interrupted_training_resumes_as_if_it_never_stopped(small, tmp_path, monkeypatch):
+    """A training killed after epoch 2 and run again continues at epoch 3 and ends bit for bit as an unbroken one."""
+    config = replace(FAST, epochs=4, augment=True, patience=10)
+
+    def fresh() -> SmallNet:
+        torch.manual_seed(0)
+        return SmallNet()
+
+    whole = fresh()
+    expected = train_model(whole, [(small, small.split(0))], config, progress=False)
+
+    resume = tmp_path / "model.resume.pt"
+    evaluate, calls = training._evaluate, []
+
+    def dies_in_epoch_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # e.g. a GPU lease running out
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_evaluate", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(fresh(), [(small, small.split(0))], config, progress=False, resume_path=resume)
+    monkeypatch.setattr(training, "_evaluate", evaluate)
+    assert resume.is_file()
+
+    resumed = SmallNet()  # other initial weights: everything must come from the file
+    report = train_model(resumed, [(small, small.split(0))], config, progress=False, resume_path=resume)
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert [row["epoch"] for row in report.history] == [1, 2, 3, 4]
+    assert strip(report.history) == strip(expected.history) and report.best_epoch == expected.best_epoch
+    assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in whole.state_dict().items())
+    assert report.test_metrics == expected.test_metrics
+    assert not resume.exists()  # removed once training has ended
+
+
+def test_resume_file_of_another_training_is_refused(small, tmp_path, monkeypatch):
+    resume = tmp_path / "m.resume.pt"
+    evaluate = training._evaluate
+
+    calls = []
+
+    def dies_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_evaluate", dies_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(SmallNet(), [(small, small.split(0))], replace(FAST, epochs=3), progress=False,
+                    resume_path=resume)
+    monkeypatch.setattr(training, "_evaluate", evaluate)
+    with pytest.raises(TrainingError, match="belongs to another training.*delete it"):
+        train_model(SmallNet(), [(small, small.split(0))], replace(FAST, epochs=3, lr=1e-3), progress=False,
+                    resume_path=resume)
+    resume.write_bytes(b"garbage")
+    with pytest.raises(TrainingError, match="cannot read the resume file"):
+        train_model(SmallNet(), [(small, small.split(0))], FAST, progress=False, resume_path=resume)

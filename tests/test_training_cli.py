@@ -54,3 +54,28 @@ def test_train_errors_are_one_clean_line(tiny_plugins, tmp_path, capsys):
                  str(tmp_path / "x")]) == 2
     assert "not both" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_an_interrupted_train_command_continues_when_run_again(tiny_plugins, tmp_path, capsys, monkeypatch):
+    from robustbench_us import training
+
+    out = tmp_path / "models" / "tiny"
+    args = ["train", "tiny-cnn", *BASE, "--epochs", "3", "--patience", "5", "--out", str(out)]
+    evaluate, calls = training._evaluate, []
+
+    def dies_in_epoch_2(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(*a, **k)
+
+    monkeypatch.setattr(training, "_evaluate", dies_in_epoch_2)
+    assert main(args) != 0
+    assert (tmp_path / "models" / "tiny.resume.pt").is_file() and not (tmp_path / "models" / "tiny.json").exists()
+    monkeypatch.setattr(training, "_evaluate", evaluate)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "resuming the interrupted training" in capsys.readouterr().err
+    card = json.loads((tmp_path / "models" / "tiny.json").read_text())
+    assert card["epochs_run"] == 3 and [row["epoch"] for row in card["history"]] == [1, 2, 3]
+    assert not (tmp_path / "models" / "tiny.resume.pt").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 from robustbench_us.cli.options import key_value
 from robustbench_us.errors import RobustBenchError
@@ -45,7 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split (default 0)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    parser.add_argument("--out", required=True, help="checkpoint path; writes <out>.safetensors and <out>.json")
+    parser.add_argument("--out", required=True, help="checkpoint path; writes <out>.safetensors and <out>.json (and, while "
+                        "training, <out>.resume.pt: rerun an interrupted command to continue where it stopped)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)
 
@@ -92,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
     err = sys.stderr
     parts = ", ".join(f"{d['name']} ({d['train']}/{d['val']}/{d['test']} train/val/test)" for d in described)
     err.write(f"training {args.model} ({init}) at {image_size}×{image_size} on {parts}, device {device}\n")
-    report = train_model(model, datasets, config, device=device, progress=not args.no_progress)
+    resume = Path(f"{args.out}.resume.pt")  # written after every epoch, deleted at the end
+    if resume.is_file():
+        err.write(f"resuming the interrupted training saved in {resume} (delete it to start over)\n")
+    report = train_model(model, datasets, config, device=device, progress=not args.no_progress, resume_path=resume)
     card = {
         "architecture": args.model, "model_options": model_options, "input_size": image_size,
         "dataset": "+".join(d["name"] for d in described), "datasets": described,
