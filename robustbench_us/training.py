@@ -315,7 +315,7 @@ def _load_resume(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
 
 def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], config: TrainConfig, *,
                 device: str | torch.device = "cpu", progress: bool = True,
-                resume_path: str | Path | None = None) -> TrainReport:
+                resume_path: str | Path | None = None, resume_every: float = 60.0) -> TrainReport:
     """Train ``model`` in place on every dataset's ``split.train``; keep the best epoch on ``split.val``.
 
     Each epoch visits the training images of all datasets in one seeded shuffled
@@ -326,7 +326,10 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
     in ``eval()`` mode on ``device``.
 
     With ``resume_path``, the whole training state (weights, optimiser, best epoch so
-    far, history and the random generators) is written there after every epoch, and a
+    far, history and the random generators) is written there after an epoch when
+    ``resume_every`` seconds have passed since the last write (0: every epoch; the
+    state of a ResNet-50 is about 400 MB, so writing it every epoch would slow a fast
+    GPU), and a
     training that finds the file continues after its last finished epoch, as if it had
     never stopped (on CPU bit for bit; on CUDA up to cuDNN's nondeterminism). The file
     must come from the same recipe, model and data, and is deleted when training ends.
@@ -360,7 +363,7 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
     devices = [device] if device.type == "cuda" else []
     resume = Path(resume_path) if resume_path is not None else None
     fingerprint = _fingerprint(config, model, (train, val, test)) if resume is not None else None
-    first = 1
+    first, last_save = 1, time.perf_counter()
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(config.seed)
         if resume is not None and resume.is_file():
@@ -420,7 +423,8 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
             epochs.set_postfix(loss=f"{row['train_loss']:.3f}", val_loss=f"{row['val_loss']:.3f}",
                                val_acc=f"{row['val_accuracy']:.3f}", best=best_epoch)
             logger.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
-            if resume is not None:
+            if resume is not None and time.perf_counter() - last_save >= resume_every:
+                last_save = time.perf_counter()
                 _save_resume(resume, {
                     "fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),

@@ -327,12 +327,13 @@ def test_interrupted_training_resumes_as_if_it_never_stopped(small, tmp_path, mo
 
     monkeypatch.setattr(training, "_evaluate", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        train_model(fresh(), [(small, small.split(0))], config, progress=False, resume_path=resume)
+        train_model(fresh(), [(small, small.split(0))], config, progress=False, resume_path=resume, resume_every=0)
     monkeypatch.setattr(training, "_evaluate", evaluate)
     assert resume.is_file()
 
     resumed = SmallNet()  # other initial weights: everything must come from the file
-    report = train_model(resumed, [(small, small.split(0))], config, progress=False, resume_path=resume)
+    report = train_model(resumed, [(small, small.split(0))], config, progress=False, resume_path=resume,
+                         resume_every=0)
     strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
     assert [row["epoch"] for row in report.history] == [1, 2, 3, 4]
     assert strip(report.history) == strip(expected.history) and report.best_epoch == expected.best_epoch
@@ -356,7 +357,7 @@ def test_resume_file_of_another_training_is_refused(small, tmp_path, monkeypatch
     monkeypatch.setattr(training, "_evaluate", dies_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train_model(SmallNet(), [(small, small.split(0))], replace(FAST, epochs=3), progress=False,
-                    resume_path=resume)
+                    resume_path=resume, resume_every=0)
     monkeypatch.setattr(training, "_evaluate", evaluate)
     with pytest.raises(TrainingError, match="belongs to another training.*delete it"):
         train_model(SmallNet(), [(small, small.split(0))], replace(FAST, epochs=3, lr=1e-3), progress=False,
@@ -364,3 +365,14 @@ def test_resume_file_of_another_training_is_refused(small, tmp_path, monkeypatch
     resume.write_bytes(b"garbage")
     with pytest.raises(TrainingError, match="cannot read the resume file"):
         train_model(SmallNet(), [(small, small.split(0))], FAST, progress=False, resume_path=resume)
+
+
+def test_resume_state_is_written_at_most_every_resume_every_seconds(small, tmp_path, monkeypatch):
+    writes = []
+    monkeypatch.setattr(training, "_save_resume", lambda path, state: writes.append(state["epoch"]))
+    train_model(SmallNet(), [(small, small.split(0))], replace(FAST, epochs=3), progress=False,
+                resume_path=tmp_path / "r.pt", resume_every=3600)
+    assert writes == []  # a short training never pays for the write
+    train_model(SmallNet(), [(small, small.split(0))], replace(FAST, epochs=3, patience=10), progress=False,
+                resume_path=tmp_path / "r.pt", resume_every=0)
+    assert writes == [1, 2, 3]

@@ -60,7 +60,7 @@ def test_an_interrupted_train_command_continues_when_run_again(tiny_plugins, tmp
     from robustbench_us import training
 
     out = tmp_path / "models" / "tiny"
-    args = ["train", "tiny-cnn", *BASE, "--epochs", "3", "--patience", "5", "--out", str(out)]
+    args = ["train", "tiny-cnn", *BASE, "--epochs", "3", "--patience", "5", "--resume-every", "0", "--out", str(out)]
     evaluate, calls = training._evaluate, []
 
     def dies_in_epoch_2(*a, **k):

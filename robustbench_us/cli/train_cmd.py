@@ -48,6 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     parser.add_argument("--out", required=True, help="checkpoint path; writes <out>.safetensors and <out>.json (and, while "
                         "training, <out>.resume.pt: rerun an interrupted command to continue where it stopped)")
+    parser.add_argument("--resume-every", type=float, default=60.0, metavar="SECONDS",
+                        help="write <out>.resume.pt after an epoch once this many seconds have passed since the "
+                             "last write (default 60; 0 = every epoch)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)
 
@@ -97,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     resume = Path(f"{args.out}.resume.pt")  # written after every epoch, deleted at the end
     if resume.is_file():
         err.write(f"resuming the interrupted training saved in {resume} (delete it to start over)\n")
-    report = train_model(model, datasets, config, device=device, progress=not args.no_progress, resume_path=resume)
+    report = train_model(model, datasets, config, device=device, progress=not args.no_progress, resume_path=resume,
+                         resume_every=args.resume_every)
     card = {
         "architecture": args.model, "model_options": model_options, "input_size": image_size,
         "dataset": "+".join(d["name"] for d in described), "datasets": described,
