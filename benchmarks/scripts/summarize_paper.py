@@ -113,9 +113,9 @@ def _headline(df: pd.DataFrame) -> str:
                          f"({best.centroid_px_kept:.1f} px, {best.attack}, Spearman {_num(best.spearman_kept)})")
         lines.append("2. **Heatmap moves with the diagnosis kept** (largest mean centroid shift over the "
                      "explanation attacks at 8 grey levels; the label is kept on every image): " + "; ".join(parts) + ".")
-    pair = study[study.model.str.startswith("resnet50")]
+    pair = study[study.model.str.match(r"resnet50(-mtl)?@")]  # labelled variants (pre-trained) stay out
     if len(pair) == 2:
-        s_, m_ = pair[~pair.model.str.contains("mtl")].iloc[0], pair[pair.model.str.contains("mtl")].iloc[0]
+        s_, m_ = pair[pair.model.str.startswith("resnet50@")].iloc[0], pair[pair.model.str.startswith("resnet50-mtl@")].iloc[0]
         overlap = not (s_.flip_rate_ci_high < m_.flip_rate_ci_low or m_.flip_rate_ci_high < s_.flip_rate_ci_low)
         verdict = ("the intervals overlap, so this run cannot tell them apart" if overlap else
                    ("the multi-task model flips less" if m_.flip_rate < s_.flip_rate else
@@ -124,6 +124,28 @@ def _headline(df: pd.DataFrame) -> str:
                      f"(multi) vs {_ci(s_, 'flip_rate')} (single): {verdict}. Grad-CAM shift on label-kept "
                      f"images: see question 2 and the table below.")
     return "\n".join(lines) + "\n"
+
+
+def _pretrained(df: pd.DataFrame, suffix: str) -> str:
+    """The BUS-BRA-pre-trained multi-task model beside the one trained from scratch, same images and attacks."""
+    base_suite = df.suite.str.replace(f"{suffix}$", "", regex=True)
+    head = "\n## Pre-trained on BUS-BRA, then fine-tuned on BUSI (`paper-busbrapre`)\n"
+    pre = df[base_suite == "paper-busbrapre"]
+    scratch = df[(base_suite == "paper") & df.model.str.startswith("resnet50-mtl@")]
+    if pre.empty or scratch.empty:
+        return head + ("Not run at this scale yet: `STEPS=\"pretrain suites\" benchmarks/scripts/reproduce_paper.sh"
+                       f"{' --scale ' + suffix[1:] if suffix else ''}`.\n")
+    keys = ["attack", "eps_grey"]
+    a = scratch.sort_values("explainer").drop_duplicates(keys).set_index(keys)
+    b = pre.sort_values("explainer").drop_duplicates(keys).set_index(keys)
+    rows = [[attack, _num(eps, "g"), str(b.loc[(attack, eps)].n), _ci(a.loc[(attack, eps)], "clean_accuracy"),
+             _ci(b.loc[(attack, eps)], "clean_accuracy"), _ci(a.loc[(attack, eps)], "flip_rate"),
+             _ci(b.loc[(attack, eps)], "flip_rate")]
+            for attack, eps in sorted(set(a.index) & set(b.index))]
+    return head + ("`resnet50-mtl` from scratch (suite `paper`) and pre-trained on BUS-BRA folds 2–5 then fine-tuned "
+                   "(`resnet50-mtl+busbra`), seed 0 each, on the same BUSI test images.\n\n"
+                   + _table(["attack", "ε (grey)", "images", "clean accuracy (scratch)", "clean accuracy (pre-trained)",
+                             "flip rate (scratch)", "flip rate (pre-trained)"], rows))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,11 +212,13 @@ def main(argv: list[str] | None = None) -> int:
                            "shift / diagonal", "Spearman", "top-k overlap"], rows) if rows else "No records yet.\n")
 
         out.append("\n## 3. Is the multi-task model more robust than the single-task one?\n")
-        pair = df[(df.dataset == "busi") & df.model.str.startswith("resnet50")]
+        # The two architectures trained the same way; labelled variants (e.g. pre-trained) stay out.
+        pair = df[(df.dataset == "busi") & df.suite.str.replace(f"{suffix}$", "", regex=True).isin(["paper", "paper-maps"])
+                  & df.model.str.match(r"resnet50(-mtl)?@")]
         rows = []
         for (attack, eps, explainer), g in pair.groupby(["attack", "eps_grey", "explainer"]):
-            single = g[~g.model.str.contains("mtl")]
-            multi = g[g.model.str.contains("mtl")]
+            single = g[g.model.str.startswith("resnet50@")]
+            multi = g[g.model.str.startswith("resnet50-mtl@")]
             if single.empty or multi.empty:
                 continue
             s, m = single.iloc[0], multi.iloc[0]
@@ -214,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 for _, r in transfer.sort_values(["suite", "model", "attack", "eps_grey"]).iterrows()]
         out.append(_table(["suite", "model", "attack", "ε (grey)", "images", "clean accuracy", "clean AUC",
                            "flip rate"], rows) if rows else "No records yet.\n")
+        out.append(_pretrained(df, suffix))
     path = Path(args.leaderboards) / f"paper-summary{suffix}.md"
     path.write_text("\n".join(out), encoding="utf-8")
     print(path)
