@@ -79,3 +79,18 @@ def test_an_interrupted_train_command_continues_when_run_again(tiny_plugins, tmp
     card = json.loads((tmp_path / "models" / "tiny.json").read_text())
     assert card["epochs_run"] == 3 and [row["epoch"] for row in card["history"]] == [1, 2, 3]
     assert not (tmp_path / "models" / "tiny.resume.pt").exists()
+
+
+def test_dataset_options_can_name_their_dataset(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ROBUSTBENCH_US_LOCAL_PLUGINS", "tests.fakes.toy")  # tiny-cnn and the toy-squares dataset
+    reset_default_registry()
+    out = tmp_path / "joint"
+    args = ["train", "tiny-cnn", "--dataset", "phantom", "--dataset", "toy-squares", "--image-size", "32", "--epochs",
+            "1", "--batch-size", "8", "--no-augment", "--no-progress", "--dataset-option", "phantom:count=20",
+            "--out", str(out)]
+    assert main(args) == 0
+    card = json.loads((tmp_path / "joint.json").read_text())
+    assert [d["options"] for d in card["datasets"]] == [{"count": 20}, {}]
+    assert main([*args[:-2], "--dataset-option", "busbra:fold=1", "--out", str(out)]) == 2
+    assert "busbra:... names a dataset that is not trained on" in capsys.readouterr().err
+    reset_default_registry()

@@ -9,9 +9,11 @@
 #   ROBUSTBENCH_US_DATA  folder holding busi/ and busbra/ (default ../shared/data)
 #   ROBUSTBENCH_US_DATA_PACKS  read the datasets from packs instead (robustbench-us data pack; docs/datasets.md)
 #   SEEDS                training seeds (default "0 1 2"; seed 0 is the one the suites evaluate)
-#   STEPS                which steps to run, any of: train pretrain suites publish
-#                        (default: all four). `pretrain` runs the paper-busbra-native suite, whose
+#   STEPS                which steps to run, any of: train pretrain suites publish joint
+#                        (default: the first four). `pretrain` runs the paper-busbra-native suite, whose
 #                        BUS-BRA-trained model (official folds 2–5) is then fine-tuned on BUSI per seed.
+#                        `joint` trains resnet50-mtl on BUSI + BUS-BRA folds 2–5 at once, per seed
+#                        (model cards only: another step toward the accuracy target).
 #   JOBS                 trainings / suites run at once (default 1; 3–4 fill one large GPU)
 #   AMP                  1: train BUSI models with mixed precision (CUDA; default 1 at full scale)
 #   EPOCHS               cap every BUSI training at this many epochs (a quick trial; the cards record it)
@@ -159,6 +161,19 @@ elif has suites; then
   suite_job paper-busbra-native
 fi
 finish
+
+# Joint training on BUSI and BUS-BRA's official folds 2–5 (fold 1 held out), per seed.
+if has joint; then
+  for seed in $SEEDS; do
+    out="$ckpt/busi+busbra-resnet50-mtl-s$seed"
+    if [[ -f "$out.safetensors" ]]; then echo "keep $out.safetensors"; continue; fi
+    start "joint-resnet50-mtl-s$seed" "$RB" -v train resnet50-mtl --dataset busi --dataset busbra \
+      --dataset-option busbra:split=official-5fold --dataset-option busbra:fold=1 --image-size "$size" \
+      "${train_args[@]}" --seed "$seed" --split-seed 0 --out "$out" --no-progress
+  done
+  finish
+  for f in "$ckpt"/busi+busbra-*.json; do [[ -f "$f" ]] && cp "$f" "$cards/"; done
+fi
 
 # Model cards (sha256, recipe, val/test metrics) are published; the weights stay local.
 for f in "$ckpt"/busi-*.json; do [[ -f "$f" ]] && cp "$f" "$cards/"; done

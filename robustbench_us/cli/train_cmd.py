@@ -24,8 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", action="append", required=True, metavar="NAME",
                         help="dataset to train on (repeat to train on several at once)")
     parser.add_argument("--root", default=None, help="data root holding the datasets' folders")
-    parser.add_argument("--dataset-option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
-                        help="option for every dataset factory, e.g. count=60 for phantom (repeatable)")
+    parser.add_argument("--dataset-option", action="append", type=key_value, default=[], metavar="[NAME:]KEY=VALUE",
+                        help="dataset option, e.g. count=60 for phantom; NAME:KEY=VALUE applies to dataset NAME "
+                             "only, e.g. busbra:split=official-5fold (repeatable)")
     parser.add_argument("--model-option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                         help="option for the model factory, e.g. segmentation=true for timm:* (repeatable)")
     parser.add_argument("--pretrained", default=None,
@@ -82,13 +83,21 @@ def run(args: argparse.Namespace) -> int:
                          amp=args.amp, seed=args.seed)
     device = resolve_device(args.device)
     datasets, described = [], []
+    scoped = [k.split(":", 1)[0] for k, _ in args.dataset_option if ":" in k]
+    unknown = sorted(set(scoped) - set(args.dataset))
+    if unknown:
+        raise RobustBenchError(f"--dataset-option {unknown[0]}:... names a dataset that is not trained on "
+                               f"(--dataset {' '.join(args.dataset)}); use NAME:KEY=VALUE with one of those names.")
     for name in args.dataset:
+        # KEY=VALUE applies to every dataset, NAME:KEY=VALUE to dataset NAME only.
+        options = {k: v for k, v in args.dataset_option if ":" not in k}
+        options |= {k.split(":", 1)[1]: v for k, v in args.dataset_option if k.startswith(f"{name}:")}
         dataset = registry.create(Kind.DATASET, name, root=args.root, image_size=image_size, seed=args.seed,
-                                  **dict(args.dataset_option))
+                                  **options)
         split = dataset.split(args.split_seed)
         datasets.append((dataset, split))
         described.append({"name": name, "manifest": dataset.manifest_hash(), "split_seed": args.split_seed,
-                          "options": dict(args.dataset_option), "train": len(split.train), "val": len(split.val),
+                          "options": options, "train": len(split.train), "val": len(split.val),
                           "test": len(split.test)})
     torch.manual_seed(args.seed)
     model = registry.create(Kind.MODEL, args.model, input_size=image_size, **model_options)
