@@ -57,25 +57,36 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _card_view(path: Path, card: dict[str, Any]) -> tuple[str, dict[str, float]]:
+    """A card's model name (saying how it was trained) and its test metrics on BUSI where it has them."""
+    arch, dataset = card.get("architecture", "?"), card.get("dataset")
+    metrics = card.get("test_metrics") or {}
+    if "busbrapre" in path.name:
+        return f"{arch} (BUS-BRA pre-trained)", metrics
+    if dataset == "busi+busbra":  # joint training: report the BUSI part of its test metrics
+        return f"{arch} (joint BUSI + BUS-BRA; BUSI test)", {k[5:]: v for k, v in metrics.items()
+                                                           if k.startswith("busi/")}
+    if dataset == "busbra":
+        return f"{arch} (BUS-BRA-trained; BUS-BRA test)", metrics
+    return arch, metrics
+
+
 def _cards(folder: Path) -> str:
     rows = []
+    groups: dict[str, list[dict[str, float]]] = {}
     for path in sorted(folder.glob("*.json")):
         card = json.loads(path.read_text())
-        t = card.get("test_metrics") or {}
-        rows.append([card.get("architecture", "?"), str(card.get("recipe", {}).get("seed", "?")),
+        name, t = _card_view(path, card)
+        rows.append([name, str(card.get("recipe", {}).get("seed", "?")),
                      str(card.get("input_size")), f"{card.get('best_epoch')}/{card.get('epochs_run')}",
                      _num(t.get("accuracy")), _num(t.get("auc")), _num(t.get("sensitivity")),
                      _num(t.get("specificity")), _num(t.get("dice")), f"`{str(card.get('sha256'))[:12]}…`",
                      f"[{path.name}]({path.relative_to(folder.parent.parent).as_posix()})"])
+        if card.get("dataset") in ("busi", "busi+busbra"):
+            groups.setdefault(name, []).append(t)
     if not rows:
         return "No model cards yet.\n"
     spread = []
-    groups: dict[str, list[dict[str, float]]] = {}
-    for path in sorted(folder.glob("*.json")):
-        card = json.loads(path.read_text())
-        if card.get("dataset") == "busi":
-            arch = card.get("architecture", "?") + (" (BUS-BRA pre-trained)" if "busbrapre" in path.name else "")
-            groups.setdefault(arch, []).append(card.get("test_metrics") or {})
     for arch, metrics in sorted(groups.items()):
         cells = [arch, str(len(metrics))]
         for key in ("accuracy", "auc", "dice"):
@@ -84,7 +95,7 @@ def _cards(folder: Path) -> str:
                          f"{values.mean():.3f} ± {values.std(ddof=1):.3f} ({values.min():.3f}–{values.max():.3f})"
                          if len(values) > 1 else f"{values.mean():.3f}")
         spread.append(cells)
-    summary = ("\nMean ± standard deviation (range) over the seeds trained on BUSI:\n\n"
+    summary = ("\nMean ± standard deviation (range) over the seeds, on the BUSI test split:\n\n"
                + _table(["model", "seeds", "test accuracy", "test AUC", "test Dice"], spread))
     return summary + "\nEvery card:\n\n" + _table(["model", "seed", "px", "best/run epochs", "test acc", "test AUC", "sens", "spec", "Dice",
                    "sha256", "card"], rows)
