@@ -34,6 +34,11 @@ class TrainingError(RobustBenchError):
     """Training cannot start or continue: bad data, bad config, diverged loss."""
 
 
+# Validation scores that can choose the kept epoch: True where higher is better.
+MONITORS: dict[str, bool] = {"loss": False, "cls_loss": False, "seg_loss": False, "auc": True, "accuracy": True,
+                             "dice": True}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train: the study's recipe where it states one, documented choices elsewhere.
@@ -54,8 +59,9 @@ class TrainConfig:
         have a mask) added to the cross-entropy (1.0: equal weight; the study gives
         no weighting).
     patience
-        Stop after this many epochs without a lower validation loss (10); the
-        weights of the best epoch are restored (Keras ``restore_best_weights``).
+        Stop after this many epochs without a better validation score (10; the
+        score is ``monitor``, the loss by default); the weights of the best epoch
+        are restored (Keras ``restore_best_weights``).
     augment
         Random flips, ±5° rotations and 10 % shifts of training batches, as in the
         study, via :mod:`robustbench_us.data.augment` (False: none).
@@ -65,7 +71,15 @@ class TrainConfig:
     seed
         Seeds the batch order, the augmentation and any dropout.
     min_delta
-        A validation loss must beat the best by more than this to count as better.
+        A validation score must beat the best by more than this to count as better.
+    monitor
+        The validation score that picks the kept epoch and drives early stopping:
+        ``loss`` (default: the summed classification + segmentation loss, as Keras
+        does), ``cls_loss`` or ``seg_loss`` (lower is better), or ``auc``,
+        ``accuracy`` or ``dice`` (higher is better; ``dice`` needs a segmenting
+        model). A multi-task model whose mask head still improves when the summed
+        loss stalls can be kept longer with ``dice``; ``auc`` keeps the epoch that
+        ranks the validation images best.
     """
 
     epochs: int = 80
@@ -78,8 +92,11 @@ class TrainConfig:
     amp: bool = False
     seed: int = 0
     min_delta: float = 0.0
+    monitor: str = "loss"
 
     def __post_init__(self) -> None:
+        if self.monitor not in MONITORS:
+            raise TrainingError(f"TrainConfig.monitor={self.monitor!r} is not one of {', '.join(MONITORS)}.")
         checks = [("epochs", self.epochs >= 1, "at least 1"), ("batch_size", self.batch_size >= 1, "at least 1"),
                   ("lr", self.lr > 0, "positive"), ("weight_decay", self.weight_decay >= 0, "non-negative"),
                   ("seg_weight", self.seg_weight >= 0, "non-negative"), ("patience", self.patience >= 1,
@@ -359,7 +376,7 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
-    best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
+    best_loss, best_epoch, best_state, stale = (-math.inf if MONITORS[config.monitor] else math.inf), 0, None, 0
     devices = [device] if device.type == "cuda" else []
     resume = Path(resume_path) if resume_path is not None else None
     fingerprint = _fingerprint(config, model, (train, val, test)) if resume is not None else None
@@ -414,9 +431,15 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
             row |= {f"val_{k}": v for k, v in _evaluate(model, val, config, device, use_amp).items()}
             row["seconds"] = time.perf_counter() - start
             history.append(row)
-            improved = row["val_loss"] < best_loss - config.min_delta
+            score = row.get(f"val_{config.monitor}")
+            if score is None:
+                raise TrainingError(f"monitor={config.monitor!r} but validation reports no {config.monitor} "
+                                    f"(it has {', '.join(k[4:] for k in row if k.startswith('val_'))}); "
+                                    "dice needs a model with a segmentation head and masks.")
+            higher = MONITORS[config.monitor]
+            improved = (score > best_loss + config.min_delta) if higher else (score < best_loss - config.min_delta)
             if improved:
-                best_loss, best_epoch, stale = row["val_loss"], epoch, 0
+                best_loss, best_epoch, stale = score, epoch, 0
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             else:
                 stale += 1

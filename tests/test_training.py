@@ -376,3 +376,24 @@ def test_resume_state_is_written_at_most_every_resume_every_seconds(small, tmp_p
     train_model(SmallNet(), [(small, small.split(0))], replace(FAST, epochs=3, patience=10), progress=False,
                 resume_path=tmp_path / "r.pt", resume_every=0)
     assert writes == [1, 2, 3]
+
+
+@pytest.mark.parametrize("monitor", ["auc", "cls_loss", "dice"])
+def test_monitor_picks_the_best_epoch_by_that_score(small, monitor):
+    torch.manual_seed(0)
+    model = SmallNet()
+    config = replace(FAST, epochs=5, patience=10, monitor=monitor)
+    report = train_model(model, [(small, small.split(0))], config, progress=False)
+    scores = [row[f"val_{monitor}"] for row in report.history]
+    best = (max if training.MONITORS[monitor] else min)(scores)
+    assert report.best_epoch == scores.index(best) + 1  # the first epoch reaching the best score
+    assert report.val_metrics[monitor] == pytest.approx(best, abs=1e-6)  # its weights were restored
+
+
+def test_monitor_is_checked(small):
+    with pytest.raises(TrainingError, match="monitor='f1' is not one of loss, cls_loss, seg_loss, auc, accuracy"):
+        TrainConfig(monitor="f1")
+    maskless = Maskless(small)  # no masks: validation has no Dice to choose by
+    with pytest.raises(TrainingError, match="monitor='dice' but validation reports no dice"):
+        train_model(TinyNet(), [(maskless, maskless.split(0))], replace(FAST, epochs=1, monitor="dice"),
+                    progress=False)

@@ -12,7 +12,7 @@ from robustbench_us.errors import RobustBenchError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from robustbench_us.training import TrainConfig
+    from robustbench_us.training import MONITORS, TrainConfig
 
     d = TrainConfig()
     parser = subparsers.add_parser(
@@ -42,6 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"weight of the Dice+BCE segmentation loss (default {d.seg_weight})")
     parser.add_argument("--patience", type=int, default=d.patience,
                         help=f"early-stopping patience in epochs (default {d.patience})")
+    parser.add_argument("--monitor", default=d.monitor, choices=sorted(MONITORS),
+                        help="validation score that picks the kept epoch and drives early stopping (default "
+                             f"{d.monitor}: the summed loss; auc, accuracy, dice: higher is better)")
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
     parser.add_argument("--seed", type=int, default=d.seed, help="training and dataset seed (default 0)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split (default 0)")
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                                "pretrained weights.")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                          seg_weight=args.seg_weight, patience=args.patience, augment=not args.no_augment,
-                         amp=args.amp, seed=args.seed)
+                         amp=args.amp, seed=args.seed, monitor=args.monitor)
     device = resolve_device(args.device)
     datasets, described = [], []
     scoped = [k.split(":", 1)[0] for k, _ in args.dataset_option if ":" in k]
