@@ -1,0 +1,120 @@
+"""benchmarks/scripts/reproduce_paper.sh: the order of its jobs, what it copies, how it fails.
+
+The script runs against a stand-in for the `robustbench-us` command (RB=...) that logs each
+call and writes the files the real one would, so the orchestration is tested in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "scripts" / "reproduce_paper.sh"
+
+FAKE_RB = r'''#!/usr/bin/env python3
+"""Stand-in for robustbench-us: log the call, sleep a little, write what the real command writes."""
+import json, os, sys, time
+from pathlib import Path
+args = [a for a in sys.argv[1:] if a != "-v"]
+with open("calls.log", "a") as fh:
+    fh.write(f"start {time.monotonic():.3f} {' '.join(args)}\n")
+time.sleep(0.2)
+if args[0] == "train":
+    out, size = args[args.index("--out") + 1], int(args[args.index("--image-size") + 1])
+    if os.environ.get("FAIL_ON") and os.environ["FAIL_ON"] in out:
+        sys.exit("training diverged")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out + ".safetensors").write_bytes(b"w")
+    Path(out + ".json").write_text(json.dumps({"input_size": size, "init": "scratch"}))
+elif args[0] == "run" and args[1] == "paper-busbra-native":
+    size = 64 if "--scale" in args else 224
+    suffix = "-cpu" if "--scale" in args else ""
+    d = Path(f"results/paper-busbra-native{suffix}/checkpoints")
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"busbra__resnet50-mtl_{size}-abc.safetensors").write_bytes(b"w")
+    (d / f"busbra__resnet50-mtl_{size}-abc.json").write_text(json.dumps({"input_size": size}))
+with open("calls.log", "a") as fh:
+    fh.write(f"end {time.monotonic():.3f} {' '.join(args)}\n")
+'''
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    """A scratch project root holding the script and a fake robustbench-us."""
+    (tmp_path / "benchmarks" / "scripts").mkdir(parents=True)
+    shutil.copy(SCRIPT, tmp_path / "benchmarks" / "scripts" / SCRIPT.name)
+    rb = tmp_path / "fake-rb"
+    rb.write_text(FAKE_RB.replace("#!/usr/bin/env python3", f"#!{sys.executable}", 1))
+    rb.chmod(0o755)
+    return tmp_path
+
+
+def _run(tree: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "RB": str(tree / "fake-rb"), "JOBS": "3", **env}
+    return subprocess.run(["bash", str(tree / "benchmarks" / "scripts" / SCRIPT.name), *args], cwd=tree,
+                          env=environ, capture_output=True, text=True, timeout=120)
+
+
+def _calls(tree: Path) -> dict[str, tuple[float, float]]:
+    """For each call (by a short name), its start and end time."""
+    times: dict[str, list[float]] = {}
+    for line in (tree / "calls.log").read_text().splitlines():
+        what, when, *cmd = line.split()
+        if cmd[0] == "train":
+            out = cmd[cmd.index("--out") + 1]
+            key = "train:" + Path(out).name
+        else:
+            key = f"{cmd[0]}:{cmd[1]}"
+        times.setdefault(key, []).append(float(when))
+    return {k: (v[0], v[-1]) for k, v in times.items()}
+
+
+def test_full_scale_order_and_cards(tree):
+    done = _run(tree, STEPS="train pretrain suites")
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = _calls(tree)
+    models = ["busi-resnet50", "busi-resnet50-mtl", "busi-convnext_atto"]
+    assert {f"train:{m}-s{s}" for m in models for s in (0, 1, 2)} <= set(calls)
+    first_suite = min(calls[f"run:{s}"][0] for s in ("paper", "paper-busbra", "paper-maps"))
+    assert all(calls[f"train:{m}-s0"][1] <= first_suite for m in models)  # seed 0 before any suite
+    native_end = calls["run:paper-busbra-native"][1]
+    for seed in (0, 1, 2):
+        assert calls[f"train:busi-resnet50-mtl-busbrapre-s{seed}"][0] >= native_end  # fine-tune after pre-training
+    assert calls["run:paper-busbrapre"][0] >= calls["train:busi-resnet50-mtl-busbrapre-s0"][1]
+    log = (tree / "calls.log").read_text()
+    assert "--init-from results/paper-busbra-native/checkpoints/busbra__resnet50-mtl_224-abc.safetensors" in log
+    assert "--amp" in log and "--image-size 224" in log
+    cards = sorted(p.name for p in (tree / "leaderboards" / "models" / "paper").glob("*.json"))
+    assert "busbra-f2345-resnet50-mtl-s0.json" in cards and "busi-resnet50-mtl-busbrapre-s2.json" in cards
+    assert len(cards) == 13  # 9 BUSI models, 3 fine-tunes, the BUS-BRA model
+    # Run again: every checkpoint is kept, nothing is retrained.
+    (tree / "calls.log").unlink()
+    again = _run(tree, STEPS="train pretrain")
+    assert again.returncode == 0 and "train:" not in " ".join(_calls(tree))
+    assert again.stdout.count("keep checkpoints/paper/") == 12
+
+
+def test_a_failed_job_fails_the_script_after_the_others_end(tree):
+    done = _run(tree, STEPS="train", FAIL_ON="convnext_atto-s1")
+    assert done.returncode == 1
+    assert "failed: train-convnext_atto-s1" in done.stderr and "results/logs" in done.stderr
+    assert "training diverged" in (tree / "results" / "logs" / "train-convnext_atto-s1.log").read_text()
+    assert (tree / "checkpoints" / "paper" / "busi-resnet50-s2.safetensors").is_file()  # the others finished
+
+
+def test_cpu_scale_and_a_checkpoint_of_the_wrong_size(tree):
+    done = _run(tree, "--scale", "cpu", STEPS="train", SEEDS="0")
+    assert done.returncode == 0, done.stderr
+    log = (tree / "calls.log").read_text()
+    assert "--image-size 64" in log and "--device cpu" in log and "--amp" not in log
+    assert (tree / "leaderboards" / "models" / "paper-cpu" / "busi-resnet50-s0.json").is_file()
+    wrong = _run(tree, STEPS="suites")  # full scale finds 64-px seed-0 checkpoints
+    assert wrong.returncode != 0 and "was trained at 64 px but this scale evaluates at 224 px" in wrong.stderr
+    assert json.loads((tree / "checkpoints" / "paper" / "busi-resnet50-s0.json").read_text())["input_size"] == 64
