@@ -34,6 +34,7 @@ from typing import Any
 import pluggy
 
 from robustbench_us import hookspecs
+from robustbench_us.data.roots import PACKS_ENV
 from robustbench_us.errors import DuplicateNameError, PluginError, UnknownNameError
 from robustbench_us.specs import SPEC_TYPES, Kind, Spec
 
@@ -238,13 +239,18 @@ class Registry:
         With ``ROBUSTBENCH_US_DATA_PACKS`` set, a dataset comes from the pack made for
         this name, input size and options (see :mod:`robustbench_us.data.packs`).
         """
-        spec = self.get(kind, name)
-        if Kind(kind) is Kind.DATASET and os.environ.get("ROBUSTBENCH_US_DATA_PACKS"):
+        folder = os.environ.get(PACKS_ENV) if Kind(kind) is Kind.DATASET else None
+        if folder:
             from robustbench_us.data import packs
 
-            canon = packs.canonical_options(options, getattr(spec, "options", None))
+            canon = packs.canonical_options(options, getattr(self.get(kind, name), "options", None))
             size = int(options.get("image_size") or 224)
-            return packs.load_pack(packs.find_pack(os.environ["ROBUSTBENCH_US_DATA_PACKS"], name, size, canon))
+            return packs.load_pack(packs.find_pack(folder, name, size, canon))
+        return self.build(kind, name, **options)
+
+    def build(self, kind: Kind | str, name: str, **options: Any) -> Any:
+        """Call the factory registered under ``name`` with ``options`` (never a pack: the files themselves)."""
+        spec = self.get(kind, name)
         if spec.is_family:
             options = {"variant": name.split(":", 1)[1], **options}
         return spec.factory(**options)

@@ -24,10 +24,11 @@ import io
 import json
 import os
 import zipfile
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,9 +37,9 @@ from PIL import Image
 from robustbench_us.data.catalog import ImageFile
 from robustbench_us.data.files import FileDataset
 from robustbench_us.data.problems import Problem
+from robustbench_us.data.roots import PACKS_ENV as ENV_PACKS
 from robustbench_us.errors import DataError
 
-ENV_PACKS = "ROBUSTBENCH_US_DATA_PACKS"
 FORMAT = "robustbench_us-dataset-pack"
 VERSION = 1
 SUFFIX = ".rbpack"
@@ -217,7 +218,6 @@ def pack_dataset(registry: Any, name: str, *, image_size: int, out_dir: str | Pa
     """Build dataset ``name`` from its files through ``registry`` and write its pack."""
     from robustbench_us.specs import Kind
 
-    spec = registry.get(Kind.DATASET, name)
-    canon = canonical_options(options or {}, getattr(spec, "options", None))
-    dataset = spec.factory(root=root, image_size=image_size, **dict(options or {}))  # the files, never a pack
+    canon = canonical_options(options or {}, getattr(registry.get(Kind.DATASET, name), "options", None))
+    dataset = registry.build(Kind.DATASET, name, root=root, image_size=image_size, **dict(options or {}))
     return write_pack(dataset, out_dir, options=canon)

@@ -9,6 +9,7 @@ from pathlib import Path
 from robustbench_us.errors import DataError
 
 DATA_ENV = "ROBUSTBENCH_US_DATA"
+PACKS_ENV = "ROBUSTBENCH_US_DATA_PACKS"  # a folder of dataset packs (robustbench_us.data.packs) to read instead
 
 
 def data_base(root: str | os.PathLike[str] | None, dataset: str) -> Path:
