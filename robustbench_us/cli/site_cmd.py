@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from robustbench_us.errors import RobustBenchError
-from robustbench_us.site import publish_site
+from robustbench_us.site import FIGURE_FORMATS, publish_site
 from robustbench_us.store import ResultStore
 
 
@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="site", help="where the site goes (default: ./site); replaced if it is "
                                                       "an earlier site")
     parser.add_argument("--title", default="robustbench_us leaderboard", help="the site's title")
-    parser.add_argument("--figure-format", choices=("png", "webp"), default="png",
+    parser.add_argument("--figure-format", choices=FIGURE_FORMATS, default="png",
                         help="png: copy the cells' figures as they are (default); webp: re-encode them as lossy "
                              "WebP, about 5× smaller, for a site kept in git")
     parser.set_defaults(func=run)

@@ -21,11 +21,11 @@ import math
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import quote
 
 import jinja2
@@ -175,6 +175,7 @@ def _copy_figures(rec: dict[str, Any], suite_results: Path | None, suite_out: Pa
 def _render_suite(env: jinja2.Environment, suite: str, records: list[dict[str, Any]], suite_out: Path,
                   results_dir: Path | None, title: str, figure_format: str = "png",
                   about: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    about = about or {}
     ok = [r for r in records if r["status"] == "ok"]
     ok.sort(key=lambda r: tuple(str(r["config"].get(k)) for k in ("dataset", "model", "attack", "region"))
             + (float(r["config"].get("eps_grey") or 0), str(r["config"].get("explainer"))))
@@ -196,15 +197,17 @@ def _render_suite(env: jinja2.Environment, suite: str, records: list[dict[str, A
                for key, _ in FILTERS}
     counts = Counter(r["status"] for r in records)
     missing_figures = sum(1 for row in rows for _, href in row.figures if href is None)
+    grid = about.get("grid")
+    not_run = grid - len(records) if grid else 0  # every record is ok, failed or invalid
     html = env.get_template("suite.html").render(
         title=title, suite=suite, columns=columns + metric_cols, rows=rows, filters=FILTERS, options=options,
         sweeps=sweeps, others=others, counts=counts, missing_figures=missing_figures, static="../../static",
-        notes=(about or {}).get("notes"), grid=(about or {}).get("grid"))
+        notes=about.get("notes"), grid=grid, not_run=not_run)
     (suite_out / "index.html").write_text(html, encoding="utf-8")
     config = [r["config"] for r in records]
     return {"name": suite, "href": _href(PurePosixPath("suites") / slug(suite) / "index.html"),
             "ok": counts["ok"], "failed": counts["failed"], "invalid": counts["invalid"],
-            "grid": (about or {}).get("grid"), "notes": (about or {}).get("notes"),
+            "grid": grid,
             **{key: sorted({str(c.get(key)) for c in config}) for key in ("dataset", "model", "explainer", "attack")}}
 
 
