@@ -346,8 +346,7 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
     far, history and the random generators) is written there after an epoch when
     ``resume_every`` seconds have passed since the last write (0: every epoch; the
     state of a ResNet-50 is about 400 MB, so writing it every epoch would slow a fast
-    GPU), and a
-    training that finds the file continues after its last finished epoch, as if it had
+    GPU), and a training that finds the file continues after its last written epoch, as if it had
     never stopped (on CPU bit for bit; on CUDA up to cuDNN's nondeterminism). The file
     must come from the same recipe, model and data, and is deleted when training ends.
     """
@@ -376,7 +375,8 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
-    best_loss, best_epoch, best_state, stale = (-math.inf if MONITORS[config.monitor] else math.inf), 0, None, 0
+    higher = MONITORS[config.monitor]  # is a larger monitored score better?
+    best_score, best_epoch, best_state, stale = (-math.inf if higher else math.inf), 0, None, 0
     devices = [device] if device.type == "cuda" else []
     resume = Path(resume_path) if resume_path is not None else None
     fingerprint = _fingerprint(config, model, (train, val, test)) if resume is not None else None
@@ -393,7 +393,7 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
             if devices and state.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state(state["cuda_rng"], device)
             history, best_state = list(state["history"]), state["best_state"]
-            best_loss, best_epoch, stale = float(state["best_loss"]), int(state["best_epoch"]), int(state["stale"])
+            best_score, best_epoch, stale = float(state["best_score"]), int(state["best_epoch"]), int(state["stale"])
             first = int(state["epoch"]) + 1
             logger.info("resuming from %s after epoch %d (best %d)", resume, first - 1, best_epoch)
         done = first > 1 and stale >= config.patience
@@ -436,10 +436,9 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
                 raise TrainingError(f"monitor={config.monitor!r} but validation reports no {config.monitor} "
                                     f"(it has {', '.join(k[4:] for k in row if k.startswith('val_'))}); "
                                     "dice needs a model with a segmentation head and masks.")
-            higher = MONITORS[config.monitor]
-            improved = (score > best_loss + config.min_delta) if higher else (score < best_loss - config.min_delta)
+            improved = (score > best_score + config.min_delta) if higher else (score < best_score - config.min_delta)
             if improved:
-                best_loss, best_epoch, stale = score, epoch, 0
+                best_score, best_epoch, stale = score, epoch, 0
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             else:
                 stale += 1
@@ -453,7 +452,7 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                     "generator": generator.get_state(), "cpu_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state(device) if devices else None, "history": history,
-                    "best_state": best_state, "best_loss": best_loss, "best_epoch": best_epoch, "stale": stale})
+                    "best_state": best_state, "best_score": best_score, "best_epoch": best_epoch, "stale": stale})
             if stale >= config.patience:
                 logger.info("early stop at epoch %d (best %d)", epoch, best_epoch)
                 break

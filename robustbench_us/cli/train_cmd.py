@@ -50,8 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split (default 0)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    parser.add_argument("--out", required=True, help="checkpoint path; writes <out>.safetensors and <out>.json (and, while "
-                        "training, <out>.resume.pt: rerun an interrupted command to continue where it stopped)")
+    parser.add_argument("--out", required=True,
+                        help="checkpoint path; writes <out>.safetensors and <out>.json (and, while training, "
+                             "<out>.resume.pt: rerun an interrupted command to continue where it stopped)")
     parser.add_argument("--resume-every", type=float, default=60.0, metavar="SECONDS",
                         help="write <out>.resume.pt after an epoch once this many seconds have passed since the "
                              "last write (default 60; 0 = every epoch)")
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     err = sys.stderr
     parts = ", ".join(f"{d['name']} ({d['train']}/{d['val']}/{d['test']} train/val/test)" for d in described)
     err.write(f"training {args.model} ({init}) at {image_size}×{image_size} on {parts}, device {device}\n")
-    resume = Path(f"{args.out}.resume.pt")  # written after every epoch, deleted at the end
+    resume = Path(f"{args.out}.resume.pt")  # written at most every --resume-every seconds, deleted at the end
     if resume.is_file():
         err.write(f"resuming the interrupted training saved in {resume} (delete it to start over)\n")
     report = train_model(model, datasets, config, device=device, progress=not args.no_progress, resume_path=resume,
