@@ -26,14 +26,17 @@ LABEL_ATTACKS = ("random-sign", "fgsm", "ifgsm", "pgd")
 MAP_ATTACKS = ("mass-center", "topk", "target-map")
 
 
-def _frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+def _frame(records: list[dict[str, Any]], suffix: str) -> pd.DataFrame:
+    """One row per ok record; ``base_suite`` is the suite's name without the scale suffix (``-cpu``)."""
     rows = []
     for r in records:
         if r.get("status") != "ok":
             continue
         c, m = r["config"], r["metrics"]
-        rows.append({"suite": r["suite"], "dataset": c["dataset"], "model": c["model"], "explainer": c["explainer"],
-                     "attack": c["attack"], "eps_grey": round(c["eps_grey"], 3), **m, "n": int(m.get("n_images", c["n_images"]))})  # config 0 = "all"
+        rows.append({"suite": r["suite"], "base_suite": r["suite"].removesuffix(suffix), "dataset": c["dataset"],
+                     "model": c["model"], "explainer": c["explainer"], "attack": c["attack"],
+                     "eps_grey": round(c["eps_grey"], 3), **m,
+                     "n": int(m.get("n_images", c["n_images"]))})  # images used (the config's 0 means "all")
     return pd.DataFrame(rows)
 
 
@@ -97,8 +100,8 @@ def _cards(folder: Path) -> str:
         spread.append(cells)
     summary = ("\nMean ± standard deviation (range) over the seeds, on the BUSI test split:\n\n"
                + _table(["model", "seeds", "test accuracy", "test AUC", "test Dice"], spread))
-    return summary + "\nEvery card:\n\n" + _table(["model", "seed", "px", "best/run epochs", "test acc", "test AUC", "sens", "spec", "Dice",
-                   "sha256", "card"], rows)
+    return summary + "\nEvery card:\n\n" + _table(["model", "seed", "px", "best/run epochs", "test acc", "test AUC",
+                                                   "sens", "spec", "Dice", "sha256", "card"], rows)
 
 
 def _headline(df: pd.DataFrame) -> str:
@@ -123,10 +126,12 @@ def _headline(df: pd.DataFrame) -> str:
             parts.append(f"`{model}` × {explainer}: {best.centroid_frac_kept:.3f} of the diagonal "
                          f"({best.centroid_px_kept:.1f} px, {best.attack}, Spearman {_num(best.spearman_kept)})")
         lines.append("2. **Heatmap moves with the diagnosis kept** (largest mean centroid shift over the "
-                     "explanation attacks at 8 grey levels; the label is kept on every image): " + "; ".join(parts) + ".")
+                     "explanation attacks at 8 grey levels; the label is kept on every image): "
+                     + "; ".join(parts) + ".")
     pair = study[study.model.str.match(r"resnet50(-mtl)?@")]  # labelled variants (pre-trained) stay out
     if len(pair) == 2:
-        s_, m_ = pair[pair.model.str.startswith("resnet50@")].iloc[0], pair[pair.model.str.startswith("resnet50-mtl@")].iloc[0]
+        s_ = pair[pair.model.str.startswith("resnet50@")].iloc[0]
+        m_ = pair[pair.model.str.startswith("resnet50-mtl@")].iloc[0]
         overlap = not (s_.flip_rate_ci_high < m_.flip_rate_ci_low or m_.flip_rate_ci_high < s_.flip_rate_ci_low)
         verdict = ("the intervals overlap, so this run cannot tell them apart" if overlap else
                    ("the multi-task model flips less" if m_.flip_rate < s_.flip_rate else
@@ -139,10 +144,9 @@ def _headline(df: pd.DataFrame) -> str:
 
 def _pretrained(df: pd.DataFrame, suffix: str) -> str:
     """The BUS-BRA-pre-trained multi-task model beside the one trained from scratch, same images and attacks."""
-    base_suite = df.suite.str.replace(f"{suffix}$", "", regex=True)
     head = "\n## Pre-trained on BUS-BRA, then fine-tuned on BUSI (`paper-busbrapre`)\n"
-    pre = df[base_suite == "paper-busbrapre"]
-    scratch = df[(base_suite == "paper") & df.model.str.startswith("resnet50-mtl@")]
+    pre = df[df.base_suite == "paper-busbrapre"]
+    scratch = df[(df.base_suite == "paper") & df.model.str.startswith("resnet50-mtl@")]
     if pre.empty or scratch.empty:
         return head + ("Not run at this scale yet: `STEPS=\"pretrain suites\" benchmarks/scripts/reproduce_paper.sh"
                        f"{' --scale ' + suffix[1:] if suffix else ''}`.\n")
@@ -155,8 +159,8 @@ def _pretrained(df: pd.DataFrame, suffix: str) -> str:
             for attack, eps in sorted(set(a.index) & set(b.index))]
     return head + ("`resnet50-mtl` from scratch (suite `paper`) and pre-trained on BUS-BRA folds 2–5 then fine-tuned "
                    "(`resnet50-mtl+busbra`), seed 0 each, on the same BUSI test images.\n\n"
-                   + _table(["attack", "ε (grey)", "images", "clean accuracy (scratch)", "clean accuracy (pre-trained)",
-                             "flip rate (scratch)", "flip rate (pre-trained)"], rows))
+                   + _table(["attack", "ε (grey)", "images", "clean accuracy (scratch)",
+                             "clean accuracy (pre-trained)", "flip rate (scratch)", "flip rate (pre-trained)"], rows))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,11 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         records += found
         if name == "paper":
             notes = suite.notes
-    df = _frame(records)
+    df = _frame(records, suffix)
     out = [f"# Paper leaderboard summary{f' ({args.scale} scale)' if args.scale else ''}\n",
-           "Generated by `python benchmarks/scripts/summarize_paper.py"
-           f"{f' --scale {args.scale}' if args.scale else ''}` from the result records — do not edit. "
-           "Full tables: the linked `.md`/`.csv` files and the site (`site/index.html`).\n",
+           ("Generated by `python benchmarks/scripts/summarize_paper.py"
+            f"{f' --scale {args.scale}' if args.scale else ''}` from the result records — do not edit. "
+            "Full tables: the linked `.md`/`.csv` files and the site (`site/index.html`).\n"),
            f"**Scale.** {notes}\n",
            "## Cells run\n",
            _table(["suite", "cells in the grid", "ok records", "failed/invalid"], coverage),
@@ -224,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
         out.append("\n## 3. Is the multi-task model more robust than the single-task one?\n")
         # The two architectures trained the same way; labelled variants (e.g. pre-trained) stay out.
-        pair = df[(df.dataset == "busi") & df.suite.str.replace(f"{suffix}$", "", regex=True).isin(["paper", "paper-maps"])
+        pair = df[(df.dataset == "busi") & df.base_suite.isin(["paper", "paper-maps"])
                   & df.model.str.match(r"resnet50(-mtl)?@")]
         rows = []
         for (attack, eps, explainer), g in pair.groupby(["attack", "eps_grey", "explainer"]):
