@@ -600,6 +600,13 @@ def check_model(model: Any, *, input_size: int | None = None, options: Mapping[s
                   and any(layer is m for m in net.modules()),
                   error or f"model.cam_layer must be one of the model's own submodules (the layer Grad-CAM hooks); "
                            f"got {_describe(layer)}")
+    layout = getattr(net, "cam_layout", "nchw")
+    checks.expect("cam-layout", layout in ("nchw", "nhwc", "nlc"),
+                  f"model.cam_layout is {layout!r}; it must be 'nchw' (the default), 'nhwc' or 'nlc'")
+    grid = getattr(net, "cam_grid", None)
+    checks.expect("cam-layout", layout != "nlc" or (isinstance(grid, tuple) and len(grid) == 2
+                                                     and all(isinstance(v, int) and v > 0 for v in grid)),
+                  f"model.cam_layout is 'nlc' (tokens) but model.cam_grid is {grid!r}; give the patch grid (h, w)")
     net = net.to(device).eval()
     x, _ = sample_batch(batch, size, seed=seed, device=device)
     extremes = torch.stack([torch.zeros_like(x[0]), torch.ones_like(x[0])])

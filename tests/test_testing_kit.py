@@ -288,6 +288,14 @@ class ForeignCamLayer(TinyNet):
         return nn.Conv2d(8, 16, 3)
 
 
+class OddLayout(TinyNet):
+    cam_layout = "chw"
+
+
+class TokensWithoutGrid(TinyNet):
+    cam_layout = "nlc"
+
+
 class BatchCentred(TinyNet):
     def forward(self, x):
         return super().forward(x - x.mean(dim=0, keepdim=True) + 0.5)
@@ -314,6 +322,8 @@ def test_a_correct_model_passes():
 @pytest.mark.parametrize(("cls", "check", "words"), [
     (OneLogit, "logits-shape", "expected logits [N, 2] = (3, 2)"),
     (ForeignCamLayer, "cam-layer", "must be one of the model's own submodules"),
+    (OddLayout, "cam-layout", "model.cam_layout is 'chw'"),
+    (TokensWithoutGrid, "cam-layout", "give the patch grid (h, w)"),
     (BatchCentred, "batch-consistent", "no batch statistics at inference"),
     (PerImageStd, "accepts-unit-range", "normalise inside the model"),
     (HalfMask, "segment-shape", "expected finite mask logits [N, 1, H, W] = (3, 1, 32, 32)"),

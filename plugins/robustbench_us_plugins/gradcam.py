@@ -132,15 +132,71 @@ def resolve_layer(model: nn.Module, layer: str | None, explainer: str) -> nn.Mod
     return modules[layer]
 
 
+class CamLayout(StrEnum):
+    """How a CAM layer's activation is laid out (a model's optional ``cam_layout``)."""
+
+    NCHW = "nchw"  # convolutional feature maps [N, C, h, w]
+    NHWC = "nhwc"  # channels-last feature maps [N, h, w, C] (e.g. timm's Swin)
+    NLC = "nlc"    # transformer tokens [N, L, C]: prefix tokens (class, registers) then an h × w patch grid
+
+
+def layer_layout(model: nn.Module, module: nn.Module, explainer: str) -> tuple[CamLayout, tuple[int, int] | None]:
+    """The layout of ``module``'s output and, for tokens, the patch grid ``(h, w)``.
+
+    The model's ``cam_layout`` describes its own ``cam_layer`` (default ``"nchw"``); a
+    layer named with the explainer option ``layer`` is read as ``[N, C, h, w]`` when its
+    output is 4-D and as tokens on the model's ``cam_grid`` when it is 3-D.
+    """
+    declared = getattr(model, "cam_layout", None) if module is getattr(model, "cam_layer", None) else None
+    try:
+        layout = CamLayout(declared) if declared is not None else None
+    except ValueError:
+        choices = ", ".join(repr(str(member)) for member in CamLayout)
+        raise ContractError(f"Explainer {explainer!r}: model {type(model).__name__} declares cam_layout="
+                            f"{declared!r}; the model contract allows {choices}.") from None
+    grid = getattr(model, "cam_grid", None)
+    if grid is not None:
+        grid = (int(grid[0]), int(grid[1]))
+    return layout, grid
+
+
+def to_nchw(tensor: torch.Tensor, layout: CamLayout | str | None, grid: tuple[int, int] | None,
+            explainer: str) -> torch.Tensor:
+    """``tensor`` (an activation or its gradient) as ``[N, C, h, w]``; ``layout=None`` infers it from the rank."""
+    layout = CamLayout(layout) if layout is not None else CamLayout.NLC if tensor.dim() == 3 else CamLayout.NCHW
+    if tensor.dim() != (3 if layout is CamLayout.NLC else 4):
+        raise ContractError(f"Explainer {explainer!r}: the CAM layer returned a tensor of shape "
+                            f"{tuple(tensor.shape)}, but the layout is {str(layout)!r}, which is "
+                            f"{'[N, L, C]' if layout is CamLayout.NLC else '4-D'}. Fix the model's cam_layout or "
+                            "choose another layer with the explainer option layer=... .")
+    if layout is CamLayout.NCHW:
+        return tensor
+    if layout is CamLayout.NHWC:
+        return tensor.permute(0, 3, 1, 2)
+    if grid is None:
+        raise ContractError(f"Explainer {explainer!r}: the CAM layer returned tokens {tuple(tensor.shape)}; "
+                            "a CAM needs them on a grid. Give the model a cam_grid = (h, w) attribute (the patch "
+                            "grid; leading extra tokens such as the class token are dropped).")
+    patches = grid[0] * grid[1]
+    if tensor.shape[1] < patches:
+        raise ContractError(f"Explainer {explainer!r}: the CAM layer returned {tensor.shape[1]} tokens, fewer "
+                            f"than the model's cam_grid {grid} has patches ({patches}).")
+    tokens = tensor[:, tensor.shape[1] - patches:]
+    return tokens.reshape(tensor.shape[0], grid[0], grid[1], tensor.shape[2]).permute(0, 3, 1, 2)
+
+
 @contextmanager
 def capture_output(module: nn.Module, explainer: str) -> Iterator[list[torch.Tensor]]:
     """Collect ``module``'s outputs during the block; the hook is removed on exit, even on error."""
     outputs: list[torch.Tensor] = []
 
     def keep(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+        if not isinstance(output, torch.Tensor) or output.dim() not in (3, 4):
+            got = f"{type(output).__name__} {tuple(output.shape)}" if isinstance(output, torch.Tensor) \
+                else type(output).__name__
             raise ContractError(f"Explainer {explainer!r}: the CAM layer {type(_module).__name__} returned "
-                                f"{type(output).__name__}; a CAM needs a feature map tensor [N, K, h, w]. "
+                                f"{got}; a CAM needs a feature map [N, C, h, w] (or [N, h, w, C], or tokens "
+                                "[N, L, C], as the model's cam_layout says). "
                                 "Choose another layer with the explainer option layer=... .")
         outputs.append(output)
 
@@ -157,7 +213,9 @@ class ActivationCAM:
     The base owns the bookkeeping: it hooks the layer for one forward pass
     (removing the hook afterwards), differentiates the target logits with
     ``torch.autograd.grad`` (so no ``.grad`` of the model or of ``x`` is
-    touched), upsamples bilinearly to the input (``align_corners=False``, the
+    touched), brings both to ``[N, C, h, w]`` as the model's ``cam_layout`` says
+    (channels-last maps are permuted; tokens lose their prefix and are laid on
+    ``cam_grid``, as pytorch-grad-cam's ``reshape_transform`` does), upsamples bilinearly to the input (``align_corners=False``, the
     same grid as OpenCV's ``INTER_LINEAR`` and Captum's ``interpolate``) and
     normalises. A variant overrides :meth:`combine` only.
     """
@@ -178,6 +236,7 @@ class ActivationCAM:
         """Non-negative maps ``[N, h, w]`` at the layer's resolution (before upsampling and normalisation)."""
         check_batch(self.name, x, target)
         layer = resolve_layer(model, self.layer, self.name)
+        layout, grid = layer_layout(model, layer, self.name)
         with eval_mode(model), capture_output(layer, self.name) as outputs:
             logits = model(gradient_input(x, create_graph))
             if len(outputs) != 1:
@@ -189,6 +248,7 @@ class ActivationCAM:
             (grad,) = torch.autograd.grad(scores.sum(), activation, create_graph=create_graph)
             if not create_graph:
                 activation = activation.detach()
+            activation, grad = (to_nchw(t, layout, grid, self.name) for t in (activation, grad))
             with torch.set_grad_enabled(create_graph):
                 return F.relu(self.combine(activation, grad))
 

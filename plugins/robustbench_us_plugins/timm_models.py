@@ -12,7 +12,10 @@ between the feature map and the input).
 else the outermost such module, never an ``Identity``): ``layer4`` for ResNets,
 ``stages.3`` for ConvNeXt, ``bn2`` for EfficientNets — the activation the head pools.
 ``cam_layout`` says how that activation is laid out: ``"nchw"`` (CNNs), ``"nhwc"``
-(e.g. Swin) or ``"nlc"`` (vision transformers' tokens; no segmentation head then).
+(e.g. Swin) or ``"nlc"`` (vision transformers' tokens; no segmentation head then), and
+token models give ``cam_grid``, their patch grid; the CAM explainers read both. A ViT
+whose head reads the class token hooks the last block's ``norm1`` instead, since the
+patch tokens of the final norm get no gradient there.
 
 Options: ``segmentation`` (bool), ``pretrained`` (``None`` = from scratch, ``"imagenet"``
 = timm's weights from the local Hugging Face / torch hub cache, or a file path), and
@@ -158,6 +161,32 @@ def _probe(backbone: nn.Module, input_size: int) -> tuple[str, torch.Size, int]:
                       "forward_features' output and it has no feature_info.")
 
 
+def _token_grid(backbone: nn.Module, tokens: int) -> tuple[int, int] | None:
+    """The patch grid ``(h, w)`` of a token model: timm's ``patch_embed.grid_size``, else the square left
+    after ``num_prefix_tokens``; None when neither fits (CAM explainers then refuse with a clear error)."""
+    grid = getattr(getattr(backbone, "patch_embed", None), "grid_size", None)
+    if grid is not None and len(grid) == 2 and int(grid[0]) * int(grid[1]) <= tokens:
+        return int(grid[0]), int(grid[1])
+    patches = tokens - int(getattr(backbone, "num_prefix_tokens", 0) or 0)
+    side = math.isqrt(max(patches, 0))
+    return (side, side) if side and side * side == patches else None
+
+
+def _token_cam_layer(backbone: nn.Module, name: str) -> str:
+    """Where a token model's CAM hooks: the final norm when the head pools all tokens; when it reads the
+    class token only, the patch tokens of that norm get no gradient, so the last block's ``norm1``
+    (the input of its attention, pytorch-grad-cam's choice for ViT)."""
+    blocks = getattr(backbone, "blocks", None)
+    if getattr(backbone, "global_pool", None) != "token" or not isinstance(blocks, nn.Sequential) or not len(blocks):
+        return name
+    candidate = f"blocks.{len(blocks) - 1}.norm1"
+    try:
+        backbone.get_submodule(candidate)
+    except AttributeError:
+        return name
+    return candidate
+
+
 class TimmClassifier(nn.Module):
     """A timm backbone with in-model normalisation, a 2-way head and an optional lesion-mask decoder."""
 
@@ -170,6 +199,11 @@ class TimmClassifier(nn.Module):
         weights = _weights_path(variant, pretrained) if pretrained else None
         self.backbone = _create_backbone(variant, self.input_size, dict(timm_kwargs or {}), weights)
         self.init = f"imagenet:{weights}" if weights is not None else "scratch"
+        # Fused scaled-dot-product attention has no second derivative on CPU, and the explanation
+        # attacks differentiate through the map's gradient; the unfused path computes the same thing.
+        for module in self.backbone.modules():
+            if getattr(module, "fused_attn", False):
+                module.fused_attn = False
         cfg = dict(getattr(self.backbone, "pretrained_cfg", {}) or {})
         self.normalize = Normalize(tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
         self._cam_name, shape, pooled = _probe(self.backbone, self.input_size)
@@ -179,6 +213,8 @@ class TimmClassifier(nn.Module):
             self.cam_layout = "nchw" if shape[1] == channels or shape[-1] != channels else "nhwc"
         else:
             self.cam_layout = "nlc"
+            self.cam_grid = _token_grid(self.backbone, int(shape[1]))
+            self._cam_name = _token_cam_layer(self.backbone, self._cam_name)
         self.decoder: MaskDecoder | None = None
         if self.has_segmentation:
             if self.cam_layout == "nlc":
