@@ -61,3 +61,7 @@ class ContractError(RobustBenchError):
 
 class RecordError(RobustBenchError):
     """A result record is malformed, edited or of an unknown version."""
+
+
+class StaleResultsError(RobustBenchError):
+    """A run would add cells measured on other data or other weights to finished ones of the same group."""

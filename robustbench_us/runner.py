@@ -25,11 +25,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustbench_us import distributed
-from robustbench_us.errors import ContractError, RobustBenchError, SuiteError
+from robustbench_us.errors import ContractError, RecordError, RobustBenchError, StaleResultsError, SuiteError
 from robustbench_us.faults import time_limit
 from robustbench_us.plugins import Registry, default_registry
 from robustbench_us.protocols import Dataset
-from robustbench_us.records import Record, Status, base_provenance
+from robustbench_us.records import Record, Status, base_provenance, read_record
 from robustbench_us.specs import AttackTarget, Kind
 from robustbench_us.store import ResultStore, safe_join, slug
 from robustbench_us.suite import AttackEntry, DatasetEntry, ExplainerEntry, ModelEntry, Suite
@@ -357,18 +357,47 @@ class SuiteRunner:
                         summary.skipped += len(group) - len(todo)
                         bar.update(len(group) - len(todo))
                         if todo:
-                            self._run_group(d, m, todo, summary, bar)
+                            done = [c for c in cells if c.dataset is d and c.model is m and c not in todo]
+                            self._run_group(d, m, todo, summary, bar, done)
         finally:
             bar.close()
         return summary
 
-    def _run_group(self, d: DatasetEntry, m: ModelEntry, cells: list[Cell], summary: RunSummary, bar: tqdm) -> None:
+    def _check_same_inputs(self, d: DatasetEntry, m: ModelEntry, done: list[Cell], current: dict[str, Any]) -> None:
+        """Refuse to add cells measured on other data or other weights to a group's finished ones.
+
+        A cell id names the configuration, not the files: the same dataset name read from another
+        folder, or a checkpoint retrained to different weights, keeps every id. The finished
+        records' provenance tells, and one table must not mix the two.
+        """
+        for cell in done:
+            path = self.store.path_of(cell.cell_id)
+            try:
+                before = read_record(path)["provenance"]
+            except (RecordError, OSError):
+                continue
+            for key, what, thing in (("dataset_manifest", f"The data of dataset {d.name!r}", "data"),
+                                     ("checkpoint_sha256", f"The weights of model {m.key!r}", "checkpoint")):
+                old, new = before.get(key), current.get(key)
+                if old and new and old != new:
+                    raise StaleResultsError(
+                        f"{what} changed since the finished cells of this group were measured: {key} was "
+                        f"{old[:12]}… in {path}, it is {new[:12]}… now. New cells would sit in one table with old "
+                        f"ones measured on something else. Restore the earlier {thing}, run into another results "
+                        f"folder (--results DIR), or move this group's {len(done)} finished "
+                        f"record{'s' * (len(done) != 1)} out of "
+                        f"{self.store.records_dir} to measure all of them again.")
+
+    def _run_group(self, d: DatasetEntry, m: ModelEntry, cells: list[Cell], summary: RunSummary, bar: tqdm,
+                   done: list[Cell] | None = None) -> None:
         input_size = cells[0].config["image_size"]
         dataset = self.registry.create(Kind.DATASET, d.name, root=d.root, image_size=input_size,
                                        seed=self.suite.seed, **d.options)
         manifest = dataset.manifest_hash()
+        self._check_same_inputs(d, m, done or [], {"dataset_manifest": manifest})  # before any training
         with distributed.writer_first():  # under torchrun rank 0 trains; the others load its checkpoint
             model, model_info = self.prepare_model(m, d, dataset, input_size, manifest)
+        self._check_same_inputs(d, m, done or [], model_info)
         indices = select_indices(dataset.split(d.split_seed).part(d.part), self.suite.n_images, self.suite.seed)
         ids, x, y, masks = load_images(dataset, indices)
         ev = self.clean_pass(model, ids, x, y, masks)

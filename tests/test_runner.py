@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+from robustbench_us.errors import StaleResultsError
 from robustbench_us.plugins import Registry, get_plugin_manager
 from robustbench_us.records import Status
 from robustbench_us.runner import run_suite
@@ -175,3 +177,41 @@ def test_figures_only_at_the_listed_grey_levels(tmp_path, registry):
     for grey in (4, 16):
         for figure in by_grey[grey]["figures"]:
             assert (tmp_path / "some-figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _drop_one_record(summary) -> list[str]:
+    """Delete one written record (so the next run has work in the group); the others' contents."""
+    summary.written[0].unlink()
+    return sorted(p.read_text() for p in summary.written[1:])
+
+
+def test_new_cells_on_changed_data_are_refused_and_nothing_is_lost(tmp_path, registry, monkeypatch):
+    suite = suite_of(registry, [{"name": "fgsm", "eps": [0.0, 8 / 255, 16 / 255]}])
+    first = run_suite(suite, tmp_path, registry=registry, progress=False)
+    kept = _drop_one_record(first)
+    # Same dataset name and options, other files: every cell id is the same, the manifest is not.
+    monkeypatch.setattr(toy.ToyDataset, "manifest_hash", lambda self: "f" * 64)
+    with pytest.raises(StaleResultsError, match=r"The data of dataset 'toy-squares' changed.*dataset_manifest was "
+                                                r".*it is ffffffffffff… now.*--results DIR"):
+        run_suite(suite, tmp_path, registry=registry, progress=False)
+    records = sorted(p.read_text() for p in (tmp_path / "toy-suite" / "records").glob("*.json"))
+    assert records == kept
+    monkeypatch.undo()
+    again = run_suite(suite, tmp_path, registry=registry, progress=False)
+    assert len(again.written) == 1 and again.skipped == 2
+
+
+def test_new_cells_on_changed_weights_are_refused(tmp_path, registry):
+    from robustbench_us.checkpoints import load_checkpoint, save_checkpoint
+
+    suite = suite_of(registry, [{"name": "fgsm", "eps": [0.0, 8 / 255]}])
+    first = run_suite(suite, tmp_path, registry=registry, progress=False)
+    _drop_one_record(first)
+    (cached,) = (tmp_path / "toy-suite" / "checkpoints").glob("*.safetensors")
+    model = registry.create("model", "tiny-cnn", input_size=32)
+    card = load_checkpoint(model, cached.with_suffix(""))
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)  # a retrained model: other weights under the same config
+    save_checkpoint(model, cached.with_suffix(""), {k: v for k, v in card.items() if k != "sha256"})
+    with pytest.raises(StaleResultsError, match=r"The weights of model 'tiny-cnn' changed.*checkpoint_sha256"):
+        run_suite(suite, tmp_path, registry=registry, progress=False)
