@@ -137,7 +137,13 @@ _SCHEMA["scales"] = {
     "input_size": ((int,), "an integer (pixels), applied to every model"),
     "n_images": ((int,), "an integer ≥ 0"), "batch_size": ((int,), "an integer ≥ 1"),
     "train": ((dict,), "a table merged into every model's train settings"),
+    "attacks": ((dict,), "a table per attack (its label or name): options merged, eps or eps_grey replaced"),
     "notes": ((str,), "text shown on the leaderboard (why this scale, what it changes)"),
+}
+_SCHEMA["scale_attack"] = {
+    "options": ((dict,), "a table merged into the attack's options"),
+    "eps": ((int, float, list), "a number or a list of numbers, replacing the attack's ε"),
+    "eps_grey": ((int, float, list), "a number or list in grey levels (ε×255), replacing the attack's ε"),
 }
 
 
@@ -173,7 +179,64 @@ def apply_scale(data: dict[str, Any], scale: str, source: str) -> dict[str, Any]
                 model["train"] = {**model["train"], **table["train"]}
         models.append(model)
     out["models"] = models
+    if "attacks" in table:
+        out["attacks"] = _scale_attacks(source, f"scales.{scale}.attacks", table["attacks"], out.get("attacks", []))
     return out
+
+
+def _scale_attacks(source: str, where: str, changes: dict[str, Any], attacks: list[Any]) -> list[Any]:
+    """The suite's attacks with a scale's per-attack changes applied (keyed by label, else by name)."""
+    def key_of(attack: Any) -> Any:
+        return attack.get("label") or attack.get("name") if isinstance(attack, dict) else None
+
+    keys = [key_of(attack) for attack in attacks]
+    out = list(attacks)
+    for key, change in changes.items():
+        _check_table(source, f"{where}.{key}", change, "scale_attack")
+        if key not in keys:
+            known = ", ".join(repr(k) for k in keys if k) or "(none)"
+            raise _fail(source, f"{where}.{key}", f"no attack of the suite is labelled or named {key!r}. "
+                                                  f"Its attacks: {known}.")
+        if "eps" in change and "eps_grey" in change:
+            raise _fail(source, f"{where}.{key}", "give either eps (in [0, 1] units) or eps_grey (grey levels), "
+                                                  "not both.")
+        for i, attack in enumerate(out):
+            if keys[i] != key:
+                continue
+            attack = {k: v for k, v in attack.items() if not (k in ("eps", "eps_grey") and
+                                                              ("eps" in change or "eps_grey" in change))}
+            if "options" in change:
+                attack["options"] = {**(attack.get("options") or {}), **change["options"]}
+            attack |= {k: v for k, v in change.items() if k in ("eps", "eps_grey")}
+            out[i] = attack
+    return out
+
+
+def _unknown_options(factory: Any, options: dict[str, Any]) -> str | None:
+    """Why ``options`` cannot be passed to ``factory`` (a key it does not take), or None.
+
+    Read from the factory's signature, so a typo fails when the suite is read rather
+    than as a failed cell; a factory taking ``**kwargs`` accepts anything.
+    """
+    import inspect
+
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    allowed = [name for name, p in parameters.items()
+               if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    unknown = [key for key in options if key not in allowed]
+    if not unknown:
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(unknown[0], allowed, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return (f"unknown option {unknown[0]!r}.{hint} It takes: "
+            f"{', '.join(n for n in allowed if n != 'variant') or '(no options)'}.")
 
 
 def _fail(source: str, where: str, message: str) -> SuiteError:
@@ -335,9 +398,12 @@ def parse_suite(data: dict[str, Any], *, source: str = "<suite>", registry: Regi
         for kind, section, items in checks:
             for i, item in enumerate(items):
                 try:
-                    registry.get(kind, item.name)
+                    spec = registry.get(kind, item.name)
                 except RobustBenchError as exc:
                     raise _fail(source, f"{section}[{i}].name", str(exc)) from None
+                problem = _unknown_options(spec.factory, item.options)
+                if problem:
+                    raise _fail(source, f"{section}[{i}].options", f"{item.name!r}: {problem}")
     labels = [a.display for a in attacks]
     if len(set(zip(labels, [a.region for a in attacks]))) != len(attacks):
         raise _fail(source, "attacks", "the same attack appears twice with the same region; "

@@ -187,3 +187,70 @@ def test_a_bad_figures_value_names_the_key_and_the_fix(tmp_path, value):
     text = GOOD.replace('n_images = 8', f'n_images = 8\nfigures = {value}')
     with pytest.raises(SuiteError, match=r"suite\.figures: .*(figures = \[1, 8\]|true, false, or a list)"):
         load_suite(write(tmp_path, text))
+
+
+ATTACKS = GOOD.replace('''[[attacks]]
+name = "fgsm"
+eps_grey = [1, 2]
+''', '''[[attacks]]
+name = "fgsm"
+eps_grey = [1, 2, 4, 8]
+
+[[attacks]]
+name = "pgd"
+options = { steps = 20, restarts = 1 }
+eps_grey = [1, 8]
+
+[[attacks]]
+name = "pgd"
+label = "pgd-inside"
+region = "inside"
+eps_grey = [1, 8]
+''')
+
+
+def test_a_scale_changes_attack_steps_and_eps(tmp_path):
+    text = ATTACKS + '''
+[scales.quick.attacks.pgd]
+options = { steps = 5 }
+eps = 0.01
+
+[scales.quick.attacks.fgsm]
+eps_grey = [1]
+'''
+    path = write(tmp_path, text)
+    full = load_suite(path, registry=default_registry())
+    quick = load_suite(path, registry=default_registry(), scale="quick")
+    fgsm, pgd, inside = quick.attacks
+    assert fgsm.eps == (1 / 255,) and full.attacks[0].eps == tuple(g / 255 for g in (1, 2, 4, 8))
+    assert pgd.options == {"steps": 5, "restarts": 1} and pgd.eps == (0.01,)
+    # Keyed by label: the labelled PGD keeps its settings.
+    assert inside.options == full.attacks[2].options and inside.eps == full.attacks[2].eps
+    labelled = load_suite(write(tmp_path, ATTACKS + "\n[scales.q.attacks.pgd-inside]\neps_grey = 2\n", "l.toml"),
+                          scale="q")
+    assert labelled.attacks[2].eps == (2 / 255,) and labelled.attacks[1].eps == full.attacks[1].eps
+
+
+@pytest.mark.parametrize(("table", "words"), [
+    ("[scales.q.attacks.cw]\neps = 0.1\n", r"scales\.q\.attacks\.cw: no attack of the suite is labelled or named "
+                                           r"'cw'\. Its attacks: 'fgsm', 'pgd', 'pgd-inside'"),
+    ("[scales.q.attacks.pgd]\nsteps = 5\n", r"scales\.q\.attacks\.pgd\.steps: unknown key\. Allowed: options, eps, "
+                                            r"eps_grey"),
+    ("[scales.q.attacks.pgd]\neps = 0.1\neps_grey = 2\n", r"give either eps .* or eps_grey"),
+    ("[scales.q.attacks.pgd]\noptions = { stepz = 5 }\n", r"attacks\[1\]\.options: 'pgd': unknown option 'stepz'\. "
+                                                          r"Did you mean 'steps'\?"),
+])
+def test_bad_scale_attack_changes_are_named(tmp_path, table, words):
+    with pytest.raises(SuiteError, match=words):
+        load_suite(write(tmp_path, ATTACKS + "\n" + table), registry=default_registry(), scale="q")
+
+
+def test_an_unknown_plugin_option_is_named_when_the_suite_is_read(tmp_path):
+    text = GOOD.replace('options = { count = 40 }', 'options = { cuont = 40 }')
+    with pytest.raises(SuiteError, match=r"datasets\[0\]\.options: 'phantom': unknown option 'cuont'\. Did you mean "
+                                         r"'count'\? It takes: .*count"):
+        load_suite(write(tmp_path, text), registry=default_registry())
+    model = GOOD.replace('train = { epochs = 1 }', 'train = { epochs = 1 }\noptions = { segmentaton = true }')
+    with pytest.raises(SuiteError, match=r"models\[0\]\.options: 'resnet50-mtl': unknown option 'segmentaton'"):
+        load_suite(write(tmp_path, model, "m.toml"), registry=default_registry())
+    assert load_suite(write(tmp_path, GOOD, "ok.toml"), registry=default_registry()).datasets[0].options == {"count": 40}
