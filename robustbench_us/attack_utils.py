@@ -13,15 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustbench_us.errors import ContractError, RobustBenchError
+from robustbench_us.errors import AttackError, ContractError
 from robustbench_us.specs import Norm
 
 GradientFn = Callable[[torch.Tensor], torch.Tensor]
 REGIONS = ("all", "inside", "outside")
-
-
-class AttackError(RobustBenchError):
-    """An attack was configured or called in a way it cannot honour."""
 
 
 def check_region(region: str, *, attack: str) -> str:

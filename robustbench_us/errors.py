@@ -63,5 +63,17 @@ class RecordError(RobustBenchError):
     """A result record is malformed, edited or of an unknown version."""
 
 
+class AttackError(RobustBenchError):
+    """An attack was configured or called in a way it cannot honour."""
+
+
+class ExplainerError(RobustBenchError, ValueError):
+    """An explainer was given an option or a model it cannot work with."""
+
+
+class TrainingError(RobustBenchError):
+    """Training cannot start or continue: bad data, bad config, diverged loss."""
+
+
 class StaleResultsError(RobustBenchError):
     """A run would add cells measured on other data or other weights to finished ones of the same group."""

@@ -24,14 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustbench_us.errors import RobustBenchError
+from robustbench_us.errors import TrainingError
 from robustbench_us.protocols import Dataset, Split
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingError(RobustBenchError):
-    """Training cannot start or continue: bad data, bad config, diverged loss."""
 
 
 # Validation scores that can choose the kept epoch: True where higher is better.

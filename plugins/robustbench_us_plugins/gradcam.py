@@ -21,11 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustbench_us import ExplainerSpec, hookimpl
-from robustbench_us.errors import ContractError, RobustBenchError
-
-
-class ExplainerError(RobustBenchError, ValueError):
-    """An explainer was given an option or a model it cannot work with."""
+from robustbench_us.errors import ContractError, ExplainerError
 
 
 class MapNormalization(StrEnum):
