@@ -87,7 +87,8 @@ class ConformanceReport:
     details: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.name}: {len(self.checks)} checks passed ({', '.join(self.checks)})"
+        names = list(dict.fromkeys(self.checks))  # a check made of several expectations is named once
+        return f"{self.kind} {self.name}: {len(names)} checks passed ({', '.join(names)})"
 
 
 # ------------------------------------------------------------------------------ fixtures of the kit
