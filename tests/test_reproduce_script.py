@@ -118,3 +118,23 @@ def test_cpu_scale_and_a_checkpoint_of_the_wrong_size(tree):
     wrong = _run(tree, STEPS="suites")  # full scale finds 64-px seed-0 checkpoints
     assert wrong.returncode != 0 and "was trained at 64 px but this scale evaluates at 224 px" in wrong.stderr
     assert json.loads((tree / "checkpoints" / "paper" / "busi-resnet50-s0.json").read_text())["input_size"] == 64
+
+
+def test_the_control_trains_busi_alone_for_four_times_the_epochs_and_patience(tree):
+    done = _run(tree, "--scale", "cpu", STEPS="joint control", SEEDS="0 1", EPOCHS="5")
+    assert done.returncode == 0, done.stderr
+    calls = [line.split()[2:] for line in (tree / "calls.log").read_text().splitlines() if line.startswith("start")]
+    long = [c for c in calls if "checkpoints/paper/busi-resnet50-mtl-long-s0" in c]
+    joint = [c for c in calls if "checkpoints/paper/busi+busbra-resnet50-mtl-s0" in c]
+    assert len(long) == 1 and len(joint) == 1
+    (long,), (joint,) = long, joint
+
+    def values(cmd: list[str], flag: str) -> list[str]:
+        return [cmd[i + 1] for i, arg in enumerate(cmd) if arg == flag]
+
+    # The cpu recipe is --epochs 6 --patience 3, then EPOCHS=5 caps it: every value ×4.
+    assert values(joint, "--epochs") == ["6", "5"] and values(long, "--epochs") == ["24", "20"]
+    assert values(joint, "--patience") == ["3"] and values(long, "--patience") == ["12"]
+    assert values(long, "--dataset") == ["busi"] and values(long, "--lr") == values(joint, "--lr")
+    cards = {p.name for p in (tree / "leaderboards" / "models" / "paper-cpu").glob("*.json")}
+    assert {"busi-resnet50-mtl-long-s0.json", "busi-resnet50-mtl-long-s1.json"} <= cards

@@ -9,11 +9,14 @@
 #   ROBUSTBENCH_US_DATA  folder holding busi/ and busbra/ (default ../shared/data)
 #   ROBUSTBENCH_US_DATA_PACKS  read the datasets from packs instead (robustbench-us data pack; docs/datasets.md)
 #   SEEDS                training seeds (default "0 1 2"; seed 0 is the one the suites evaluate)
-#   STEPS                which steps to run, any of: train pretrain suites publish joint
+#   STEPS                which steps to run, any of: train pretrain suites publish joint control
 #                        (default: the first four). `pretrain` runs the paper-busbra-native suite, whose
 #                        BUS-BRA-trained model (official folds 2–5) is then fine-tuned on BUSI per seed.
 #                        `joint` trains resnet50-mtl on BUSI + BUS-BRA folds 2–5 at once, per seed
 #                        (model cards only: another step toward the accuracy target).
+#                        `control` trains resnet50-mtl on BUSI alone with 4× the epochs and patience:
+#                        as many optimiser steps as `joint` (BUSI + BUS-BRA folds 2–5 is 3.9× BUSI's
+#                        training images), so what joint training gains beyond more steps is visible.
 #   JOBS                 trainings / suites run at once (default 1; 3–4 fill one large GPU)
 #   AMP                  1: train BUSI models with mixed precision (CUDA; default 1 at full scale)
 #   EPOCHS               cap every BUSI training at this many epochs (a quick trial; the cards record it)
@@ -173,6 +176,23 @@ if has joint; then
   done
   finish
   for f in "$ckpt"/busi+busbra-*.json; do [[ -f "$f" ]] && cp "$f" "$cards/"; done
+fi
+
+# The control for `joint`: BUSI alone, 4× the epochs and the patience (the same number of
+# optimiser steps, and of steps without improvement before stopping).
+if has control; then
+  long_args=()
+  for ((i = 0; i < ${#train_args[@]}; i++)); do
+    arg="${train_args[i]}"; long_args+=("$arg")
+    if [[ "$arg" == --epochs || "$arg" == --patience ]]; then long_args+=("$(( ${train_args[i + 1]} * 4 ))"); ((++i)); fi
+  done
+  for seed in $SEEDS; do
+    out="$ckpt/busi-resnet50-mtl-long-s$seed"
+    if [[ -f "$out.safetensors" ]]; then echo "keep $out.safetensors"; continue; fi
+    start "control-resnet50-mtl-long-s$seed" "$RB" -v train resnet50-mtl --dataset busi --image-size "$size" \
+      "${long_args[@]}" --seed "$seed" --split-seed 0 --out "$out" --no-progress
+  done
+  finish
 fi
 
 # Model cards (sha256, recipe, val/test metrics) are published; the weights stay local.

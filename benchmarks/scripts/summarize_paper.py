@@ -66,6 +66,8 @@ def _card_view(path: Path, card: dict[str, Any]) -> tuple[str, dict[str, float]]
     metrics = card.get("test_metrics") or {}
     if "busbrapre" in path.name:
         return f"{arch} (BUS-BRA pre-trained)", metrics
+    if "-long-" in path.name:  # the control of joint training: BUSI alone, as many optimiser steps
+        return f"{arch} (BUSI only, 4× epochs: joint's step count)", metrics
     if dataset == "busi+busbra":  # joint training: report the BUSI part of its test metrics
         return f"{arch} (joint BUSI + BUS-BRA; BUSI test)", {k[5:]: v for k, v in metrics.items()
                                                            if k.startswith("busi/")}
