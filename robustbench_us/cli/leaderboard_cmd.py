@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from robustbench_us.leaderboard import write_leaderboard
-from robustbench_us.site import FIGURE_FORMATS
+from robustbench_us.cli.site_cmd import add_site_options
 from robustbench_us.store import ResultStore
 from robustbench_us.suite import load_suite
 
@@ -24,10 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--leaderboards", default="leaderboards", help="output folder (default: ./leaderboards)")
     parser.add_argument("--out", default=None, help="with publish: site folder (default: <leaderboards>/site)")
     parser.add_argument("--scale", default=None, help="the suite's scale the records were run at (as for run)")
-    parser.add_argument("--title", default="robustbench_us leaderboard", help="with publish: the site's title")
-    parser.add_argument("--figure-format", choices=FIGURE_FORMATS, default="png",
-                        help="with publish: png copies the figures as they are (default); webp re-encodes them "
-                             "(lossy, about 5× smaller) for a site kept in git")
+    add_site_options(parser, prefix="with publish: ")
     parser.set_defaults(func=run)
 
 

@@ -21,11 +21,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--results", default="results", help="results folder (default: ./results)")
     parser.add_argument("--out", default="site", help="where the site goes (default: ./site); replaced if it is "
                                                       "an earlier site")
-    parser.add_argument("--title", default="robustbench_us leaderboard", help="the site's title")
-    parser.add_argument("--figure-format", choices=FIGURE_FORMATS, default="png",
-                        help="png: copy the cells' figures as they are (default); webp: re-encode them as lossy "
-                             "WebP, about 5× smaller, for a site kept in git")
+    add_site_options(parser)
     parser.set_defaults(func=run)
+
+
+def add_site_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """--title and --figure-format, shared with ``leaderboard publish`` (``prefix`` starts its help)."""
+    parser.add_argument("--title", default="robustbench_us leaderboard", help=f"{prefix}the site's title")
+    parser.add_argument("--figure-format", choices=FIGURE_FORMATS, default="png",
+                        help=f"{prefix}png copies the cells' figures as they are (default); webp re-encodes them "
+                             "as lossy WebP, about 5× smaller, for a site kept in git")
 
 
 def suite_names(results: Path, given: list[str]) -> list[str]:
