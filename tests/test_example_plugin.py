@@ -105,6 +105,13 @@ def test_the_installed_plugin_is_listed_with_its_distribution(site):
     assert plugins["fgsm"]["distribution"] == "robustbench-us"  # side by side with the reference plugins
 
 
+def test_the_installed_plugin_passes_robustbench_us_check(site):
+    out = subprocess.run([*CLI, "check", "attack", "uniform-noise", "--eps-grey", "4"], env=environment(site),
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("attack 'uniform-noise' (plugin 'uniform-noise'):") and "budget" in out.stdout
+
+
 def test_the_plugins_own_tests_pass_the_conformance_kit(site, tmp_path):
     shutil.copytree(EXAMPLE / "tests", tmp_path / "tests")
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "tests")],
