@@ -242,27 +242,36 @@ def mass_in_region_per_image(maps: Tensor, masks: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def explanation_metrics(maps_clean: Tensor, maps_adv: Tensor, flipped: Tensor, *, masks: Tensor | None = None,
-                        topk: float = 0.1) -> dict[str, float]:
-    """How far the heatmaps moved: centroid shift, Spearman, top-k intersection, lesion mass.
-
-    Each of ``centroid_px``, ``centroid_frac`` (of the image diagonal ``√(H²+W²)``),
-    ``spearman`` and ``topk_intersection`` is the mean over all images and, with the
-    suffix ``_kept``, over the images whose predicted label did not flip (nan if none).
-    ``n_kept`` counts those images. With lesion ``masks``: ``mass_in_lesion_clean`` and
-    ``mass_in_lesion_adv``, means over images whose mask is non-empty.
-    """
+def explanation_per_image(maps_clean: Tensor, maps_adv: Tensor, *, topk: float = 0.1) -> dict[str, Tensor]:
+    """``[N]`` per image: ``centroid_px``, ``centroid_frac``, ``spearman`` and ``topk_intersection``."""
     _check_maps(maps_clean, maps_adv)
-    n, h, w = maps_clean.shape
-    _check(flipped.shape == (n,), f"flipped must be [N] = [{n}] booleans; got {tuple(flipped.shape)}.")
-    kept = ~flipped.bool().to(maps_clean.device)
+    _, h, w = maps_clean.shape
     shift = centroid_shift_per_image(maps_clean, maps_adv)
-    per_image = {
+    return {
         "centroid_px": shift,
         "centroid_frac": shift / math.hypot(h, w),
         "spearman": spearman_per_image(maps_clean, maps_adv),
         "topk_intersection": topk_intersection_per_image(maps_clean, maps_adv, topk),
     }
+
+
+@torch.no_grad()
+def explanation_metrics(maps_clean: Tensor, maps_adv: Tensor, flipped: Tensor, *, masks: Tensor | None = None,
+                        topk: float = 0.1, per_image: dict[str, Tensor] | None = None) -> dict[str, float]:
+    """How far the heatmaps moved: centroid shift, Spearman, top-k intersection, lesion mass.
+
+    Each of ``centroid_px``, ``centroid_frac`` (of the image diagonal ``√(H²+W²)``),
+    ``spearman`` and ``topk_intersection`` is the mean over all images and, with the
+    suffix ``_kept``, over the images whose predicted label did not flip (nan if none).
+    ``n_kept`` counts those images (``per_image``: :func:`explanation_per_image`'s result, when
+    the caller has it). With lesion ``masks``: ``mass_in_lesion_clean`` and
+    ``mass_in_lesion_adv``, means over images whose mask is non-empty.
+    """
+    n = maps_clean.shape[0]
+    _check(flipped.shape == (n,), f"flipped must be [N] = [{n}] booleans; got {tuple(flipped.shape)}.")
+    kept = ~flipped.bool().to(maps_clean.device)
+    if per_image is None:  # the caller may have computed them already (explanation_per_image)
+        per_image = explanation_per_image(maps_clean, maps_adv, topk=topk)
     result = {key: _nanmean(values) for key, values in per_image.items()}
     result |= {f"{key}_kept": _nanmean(values[kept]) for key, values in per_image.items()}
     result["n_kept"] = float(kept.sum())

@@ -41,10 +41,13 @@ class Record:
     error: str | None = None
     figures: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
+    per_image: dict[str, list[Any]] | None = None  # image-by-image outcomes, lists in the order of "id"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict with its integrity hash."""
+        """JSON-ready dict with its integrity hash (``per_image`` only when there is one)."""
         data = asdict(self)
+        if data["per_image"] is None:
+            del data["per_image"]
         data["status"] = str(self.status)
         data["metrics"] = {k: _finite_or_none(v) for k, v in self.metrics.items()}
         data["integrity"] = integrity_hash(data)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import sys
 import time
 import traceback
@@ -142,6 +143,11 @@ class _Evaluation:
     explainers: dict[str, Any]
     seconds: float
     errors: dict[str, str] = field(default_factory=dict)  # explainer name → why it failed
+
+
+def _rounded(values: torch.Tensor, digits: int = 6) -> list[float | None]:
+    """A per-image tensor as JSON numbers (``digits`` decimals; null where not finite)."""
+    return [round(v, digits) if math.isfinite(v) else None for v in values.detach().double().cpu().tolist()]
 
 
 def select_indices(indices: Sequence[int], n_images: int, seed: int) -> list[int]:
@@ -303,6 +309,10 @@ class SuiteRunner:
         _require_finite(logits_adv, "the model's logits on the adversarial images")
         pred_clean, pred_adv = ev.logits.argmax(1), logits_adv.argmax(1)
         flipped = pred_clean != pred_adv
+        table = {"id": list(ev.ids), "label": ev.y.tolist(), "pred_clean": pred_clean.tolist(),
+                 "pred_adv": pred_adv.tolist(), "p_malignant_clean": _rounded(ev.logits.softmax(1)[:, 1]),
+                 "p_malignant_adv": _rounded(logits_adv.softmax(1)[:, 1])}
+        per_image: dict[str, dict[str, list[Any]]] = {}
         common = {"n_images": float(len(ev.x))}  # how many were used (the config holds how many were asked for)
         common |= metrics.prediction_metrics(ev.y, ev.logits, logits_adv, seed=self.suite.seed)
         common |= metrics.perturbation_metrics(ev.x, x_adv)
@@ -324,10 +334,13 @@ class SuiteRunner:
             except Exception as exc:  # noqa: BLE001 - one explainer failing must not fail the others' cells
                 per_explainer[name] = _describe_failure(exc, self._plugin(name))
                 continue
+            moved = metrics.explanation_per_image(ev.maps[name], maps_adv[name])
             per_explainer[name] = common | metrics.explanation_metrics(ev.maps[name], maps_adv[name], flipped,
-                                                                       masks=ev.masks)
+                                                                       masks=ev.masks, per_image=moved)
+            per_image[name] = table | {key: _rounded(moved[key])
+                                       for key in ("centroid_px", "spearman", "topk_intersection")}
             seconds[name] = time.perf_counter() - start + forward_seconds
-        return per_explainer, seconds, {"logits_adv": logits_adv, "maps_adv": maps_adv}
+        return per_explainer, seconds, {"logits_adv": logits_adv, "maps_adv": maps_adv, "per_image": per_image}
 
     def _plugin(self, explainer: str) -> str:
         return self.registry.get(Kind.EXPLAINER, explainer).plugin
@@ -459,7 +472,8 @@ class SuiteRunner:
                                     "adversarial_eval_seconds": seconds[cell.explainer.name]}
             figures = (self._figures(cell, ev, x_adv, adv)
                        if self.suite.figures_at(cell.eps) and distributed.is_writer() else [])
-            self._write(cell, Status.OK, result, timing, provenance, summary, figures=figures)
+            self._write(cell, Status.OK, result, timing, provenance, summary, figures=figures,
+                        per_image=adv["per_image"][cell.explainer.name])
 
     def _figures(self, cell: Cell, ev: _Evaluation, x_adv: torch.Tensor, adv: dict[str, Any]) -> list[str]:
         """The study's panels for this cell (label kept & map moved; label flipped), relative to the suite folder."""
@@ -473,12 +487,13 @@ class SuiteRunner:
 
     def _write(self, cell: Cell, status: Status, metrics: dict[str, float], timing: dict[str, float],
                provenance: dict[str, Any], summary: RunSummary, *, error: str | None = None,
-               figures: list[str] | None = None) -> None:
+               figures: list[str] | None = None, per_image: dict[str, list[Any]] | None = None) -> None:
         prov = provenance | {"plugins": provenance["plugins"] | {
             "explainer": self.registry.get(Kind.EXPLAINER, cell.explainer.name).plugin,
             "attack": self.registry.get(Kind.ATTACK, cell.attack.name).plugin}}
         record = Record(suite=self.suite.name, cell_id=cell.cell_id, status=status, config=cell.config,
-                        metrics=metrics, timing=timing, provenance=prov, error=error, figures=figures or [])
+                        metrics=metrics, timing=timing, provenance=prov, error=error, figures=figures or [],
+                        per_image=per_image)
         # Under torchrun only rank 0 writes; the other ranks note the path it writes to.
         path = self.store.write(record) if distributed.is_writer() else self.store.path_of(cell.cell_id)
         summary.written.append(path)

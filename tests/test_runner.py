@@ -215,3 +215,21 @@ def test_new_cells_on_changed_weights_are_refused(tmp_path, registry):
     save_checkpoint(model, cached.with_suffix(""), {k: v for k, v in card.items() if k != "sha256"})
     with pytest.raises(StaleResultsError, match=r"The weights of model 'tiny-cnn' changed.*checkpoint_sha256"):
         run_suite(suite, tmp_path, registry=registry, progress=False)
+
+
+def test_records_carry_per_image_outcomes_that_agree_with_their_metrics(tmp_path, registry):
+    suite = suite_of(registry, [{"name": "fgsm", "eps": [8 / 255]}], explainers=("gradcam",))
+    (path,) = run_suite(suite, tmp_path, registry=registry, progress=False).written
+    record = json.loads(path.read_text())
+    table, m = record["per_image"], record["metrics"]
+    n = int(m["n_images"])
+    assert all(len(values) == n for values in table.values()) and len(set(table["id"])) == n
+    flips = [a != b for a, b in zip(table["pred_clean"], table["pred_adv"])]
+    assert m["flip_rate"] == pytest.approx(sum(flips) / n)
+    assert m["clean_accuracy"] == pytest.approx(sum(p == y for p, y in zip(table["pred_clean"], table["label"])) / n)
+    defined = [c for c in table["centroid_px"] if c is not None]  # null: a map without a centre (all zero)
+    assert m["centroid_px"] == pytest.approx(sum(defined) / len(defined), abs=1e-5)
+    kept = [c for c, f in zip(table["centroid_px"], flips) if not f and c is not None]
+    if kept:
+        assert m["centroid_px_kept"] == pytest.approx(sum(kept) / len(kept), abs=1e-5)
+    assert all((p >= 0.5) == (c == 1) for p, c in zip(table["p_malignant_clean"], table["pred_clean"]))
