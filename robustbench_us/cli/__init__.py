@@ -13,7 +13,7 @@ from robustbench_us.errors import RobustBenchError
 
 # Each module defines ``add_parser(subparsers)`` which sets ``func`` on its parser.
 COMMAND_MODULES = ("plugins_cmd", "list_cmd", "run_cmd", "leaderboard_cmd", "train_cmd", "site_cmd", "data_cmd",
-                   "check_cmd")
+                   "check_cmd", "compare_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:
