@@ -115,6 +115,13 @@ def test_cpu_scale_and_a_checkpoint_of_the_wrong_size(tree):
     log = (tree / "calls.log").read_text()
     assert "--image-size 64" in log and "--device cpu" in log and "--amp" not in log
     assert (tree / "leaderboards" / "models" / "paper-cpu" / "busi-resnet50-s0.json").is_file()
+    # A full-scale card among 64-px ones: publishing at CPU scale leaves it out of the CPU cards.
+    full = tree / "checkpoints" / "paper" / "busi-resnet50-s7.json"
+    full.write_text(json.dumps({"input_size": 224}))
+    again = _run(tree, "--scale", "cpu", STEPS="train", SEEDS="0")
+    assert again.returncode == 0 and f"not published here (trained at another size): checkpoints/paper/{full.name}" \
+        in again.stdout
+    assert not (tree / "leaderboards" / "models" / "paper-cpu" / full.name).exists()
     wrong = _run(tree, STEPS="suites")  # full scale finds 64-px seed-0 checkpoints
     assert wrong.returncode != 0 and "was trained at 64 px but this scale evaluates at 224 px" in wrong.stderr
     assert json.loads((tree / "checkpoints" / "paper" / "busi-resnet50-s0.json").read_text())["input_size"] == 64

@@ -96,6 +96,18 @@ finish() {
   fi
 }
 
+publish_cards() {  # publish_cards CARD...: copy the cards trained at this scale's size into $cards
+  local f
+  for f in "$@"; do
+    [[ -f "$f" ]] || continue
+    if python3 -c 'import json, sys; sys.exit(int(json.load(open(sys.argv[1])).get("input_size", 0)) != int(sys.argv[2]))' \
+        "$f" "$size"; then
+      cp "$f" "$cards/"
+    else
+      echo "not published here (trained at another size): $f"
+    fi
+  done
+}
 train_busi() {  # train_busi MODEL SEED
   local model="$1" seed="$2" out="$ckpt/busi-$(slug "$1")-s$2" extra=()
   [[ "$model" == timm:convnext* ]] && extra=("${convnext_args[@]}")
@@ -175,7 +187,7 @@ if has joint; then
       "${train_args[@]}" --seed "$seed" --split-seed 0 --out "$out" --no-progress
   done
   finish
-  for f in "$ckpt"/busi+busbra-*.json; do [[ -f "$f" ]] && cp "$f" "$cards/"; done
+  publish_cards "$ckpt"/busi+busbra-*.json
 fi
 
 # The control for `joint`: BUSI alone, 4× the epochs and the patience (the same number of
@@ -196,7 +208,7 @@ if has control; then
 fi
 
 # Model cards (sha256, recipe, val/test metrics) are published; the weights stay local.
-for f in "$ckpt"/busi-*.json; do [[ -f "$f" ]] && cp "$f" "$cards/"; done
+publish_cards "$ckpt"/busi-*.json
 
 suites=(paper paper-maps paper-busbra paper-busbra-native paper-busbrapre)
 if has publish; then
