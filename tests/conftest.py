@@ -31,6 +31,22 @@ def data_root() -> Path:
 
 
 @pytest.fixture
+def use_plugins(monkeypatch):
+    """``use_plugins("gradcam,fgsm")``: the default registry loads only those entry points plus the
+    toy test plugins (``tests.fakes.toy``); the registry is rebuilt before and after the test."""
+    from robustbench_us.plugins import reset_default_registry
+
+    def use(entry_points: str) -> None:
+        monkeypatch.setenv("ROBUSTBENCH_US_PLUGINS", entry_points)
+        monkeypatch.setenv("ROBUSTBENCH_US_LOCAL_PLUGINS", "tests.fakes.toy")
+        reset_default_registry()
+
+    yield use
+    monkeypatch.undo()
+    reset_default_registry()
+
+
+@pytest.fixture
 def tiny_model() -> TinyNet:
     """A tiny CNN in eval mode, seeded."""
     return TinyNet(input_size=32).eval()

@@ -5,16 +5,11 @@ from __future__ import annotations
 import pytest
 
 from robustbench_us.cli import main
-from robustbench_us.plugins import reset_default_registry
 
 
 @pytest.fixture
-def toy_env(monkeypatch):
-    monkeypatch.setenv("ROBUSTBENCH_US_PLUGINS", "fgsm,gradcam,phantom,resnet")
-    monkeypatch.setenv("ROBUSTBENCH_US_LOCAL_PLUGINS", "tests.fakes.toy")
-    reset_default_registry()
-    yield
-    reset_default_registry()
+def toy_env(use_plugins):
+    use_plugins("fgsm,gradcam,phantom,resnet")
 
 
 def test_a_conforming_attack_lists_its_checks(toy_env, capsys):

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from robustbench_us.cli import main
-from robustbench_us.plugins import reset_default_registry
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE = """
@@ -42,12 +41,8 @@ where = {{ attack = "fgsm" }}
 
 
 @pytest.fixture
-def toy_env(monkeypatch):
-    monkeypatch.setenv("ROBUSTBENCH_US_PLUGINS", "gradcam,fgsm")
-    monkeypatch.setenv("ROBUSTBENCH_US_LOCAL_PLUGINS", "tests.fakes.toy")
-    reset_default_registry()
-    yield
-    reset_default_registry()
+def toy_env(use_plugins):
+    use_plugins("gradcam,fgsm")
 
 
 def test_a_failing_threshold_exits_non_zero_and_a_passing_one_zero(tmp_path, toy_env, capsys):

@@ -9,7 +9,6 @@ import pytest
 
 from robustbench_us.cli import main
 from robustbench_us.compare import CompareError, compare_flips, compare_models, compare_shifts
-from robustbench_us.plugins import reset_default_registry
 
 
 def table(flips: list[bool], shifts: list[float | None] | None = None, ids: list[str] | None = None) -> dict:
@@ -89,12 +88,8 @@ eps_grey = [2, 8]
 
 
 @pytest.fixture
-def toy_env(monkeypatch):
-    monkeypatch.setenv("ROBUSTBENCH_US_PLUGINS", "gradcam,fgsm,gradients")
-    monkeypatch.setenv("ROBUSTBENCH_US_LOCAL_PLUGINS", "tests.fakes.toy")
-    reset_default_registry()
-    yield
-    reset_default_registry()
+def toy_env(use_plugins):
+    use_plugins("gradcam,fgsm,gradients")
 
 
 def test_compare_cli_on_a_toy_suite(tmp_path, toy_env, capsys):
