@@ -100,17 +100,22 @@ def compare_flips(a: dict[str, list[Any]], b: dict[str, list[Any]], *, seed: int
             "p_value": float(p)}
 
 
-def compare_shifts(a: dict[str, list[Any]], b: dict[str, list[Any]], diagonal: float, *,
-                   seed: int = 0) -> dict[str, float]:
-    """Wilcoxon signed-rank test of per-image centroid shifts where neither label flipped."""
+def compare_shifts(a: dict[str, list[Any]], b: dict[str, list[Any]], diagonal: float,
+                   diagonal_b: float | None = None, *, seed: int = 0) -> dict[str, float]:
+    """Wilcoxon signed-rank test of per-image centroid shifts where neither label flipped.
+
+    Shifts are shares of the image diagonal (``diagonal`` pixels; ``diagonal_b`` for B when
+    the two models ran at other input sizes).
+    """
     from scipy import stats
 
-    def column(t: dict[str, list[Any]]) -> np.ndarray:
+    def column(t: dict[str, list[Any]], size: float) -> np.ndarray:
         kept = np.asarray(t["pred_clean"]) == np.asarray(t["pred_adv"])
-        shift = np.array([math.nan if v is None else v for v in t["centroid_px"]], dtype=float) / diagonal
+        shift = np.array([math.nan if v is None else v for v in t["centroid_px"]], dtype=float) / size
         return np.where(kept, shift, math.nan)
 
-    sa, sb = _aligned(a, b, column)
+    sa, _ = _aligned(a, b, lambda t: column(t, diagonal))
+    _, sb = _aligned(a, b, lambda t: column(t, diagonal if diagonal_b is None else diagonal_b))
     both = ~np.isnan(sa) & ~np.isnan(sb)
     sa, sb = sa[both], sb[both]
     if len(sa) == 0:
@@ -198,8 +203,8 @@ def compare_models(records: list[dict[str, Any]], model_a: str, model_b: str, *,
             seen_label_cells.add(flip_key)
             flips.append(FlipComparison(dataset, attack, region, eps_grey, None if per_attack else explainer,
                                         **compare_flips(ta, tb, seed=seed)))
-        size = int(ra["config"].get("image_size") or 224)
-        moved = compare_shifts(ta, tb, math.hypot(size, size), seed=seed)
+        size_a, size_b = (int(r["config"].get("image_size") or 224) for r in (ra, rb))
+        moved = compare_shifts(ta, tb, math.hypot(size_a, size_a), math.hypot(size_b, size_b), seed=seed)
         shifts.append(ShiftComparison(dataset, attack, region, eps_grey, explainer, **moved))
     flips = [_with_q(f, q) for f, q in zip(flips, _q_values([f.p_value for f in flips]))]
     shifts = [_with_q(s, q) for s, q in zip(shifts, _q_values([s.p_value for s in shifts]))]

@@ -51,6 +51,8 @@ def test_shifts_use_images_where_neither_label_flipped():
     assert got["n_kept"] == 2  # image 2 flipped for A, image 3 for B
     assert got["shift_a"] == pytest.approx(0.4) and got["shift_b"] == pytest.approx(0.1)
     assert got["difference"] == pytest.approx(0.3)
+    # Models run at other input sizes: each shift is a share of its own diagonal.
+    assert compare_shifts(a, b, 10.0, 2.5)["shift_b"] == pytest.approx(0.4)
     nothing = compare_shifts(table([True]), table([False]), diagonal=10.0)
     assert nothing["n_kept"] == 0 and math.isnan(nothing["p_value"])
 
