@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,10 @@ def _cards(folder: Path) -> str:
     for path in sorted(folder.glob("*.json")):
         card = json.loads(path.read_text())
         name, t = _card_view(path, card)
-        rows.append([name, str(card.get("recipe", {}).get("seed", "?")),
-                     str(card.get("input_size")), f"{card.get('best_epoch')}/{card.get('epochs_run')}",
+        recipe = card.get("recipe", {})
+        device = f"{card.get('device', '—')}{' amp' if recipe.get('amp') and card.get('device') == 'cuda' else ''}"
+        rows.append([name, str(recipe.get("seed", "?")), str(card.get("input_size")), device,
+                     f"{card.get('best_epoch')}/{card.get('epochs_run')}",
                      _num(t.get("accuracy")), _num(t.get("auc")), _num(t.get("sensitivity")),
                      _num(t.get("specificity")), _num(t.get("dice")), f"`{str(card.get('sha256'))[:12]}…`",
                      f"[{path.name}]({path.relative_to(folder.parent.parent).as_posix()})"])
@@ -102,11 +105,12 @@ def _cards(folder: Path) -> str:
         spread.append(cells)
     summary = ("\nMean ± standard deviation (range) over the seeds, on the BUSI test split:\n\n"
                + _table(["model", "seeds", "test accuracy", "test AUC", "test Dice"], spread))
-    return summary + "\nEvery card:\n\n" + _table(["model", "seed", "px", "best/run epochs", "test acc", "test AUC",
-                                                   "sens", "spec", "Dice", "sha256", "card"], rows)
+    return summary + "\nEvery card:\n\n" + _table(["model", "seed", "px", "trained on", "best/run epochs",
+                                                   "test acc", "test AUC", "sens", "spec", "Dice", "sha256",
+                                                   "card"], rows)
 
 
-def _headline(df: pd.DataFrame) -> str:
+def _headline(df: pd.DataFrame, paired: tuple[list[Any], list[Any]] | None = None) -> str:
     """Three sentences, one per question, computed from the records (the study's budget; ε = 8 for map attacks)."""
     busi = df[df.dataset == "busi"]
     lines = ["\n## The answers in brief\n"]
@@ -138,10 +142,65 @@ def _headline(df: pd.DataFrame) -> str:
         verdict = ("the intervals overlap, so this run cannot tell them apart" if overlap else
                    ("the multi-task model flips less" if m_.flip_rate < s_.flip_rate else
                     "the multi-task model flips **more**, not less"))
+        test = next((f for f in (paired or ([], []))[0]
+                     if f.dataset == "busi" and f.attack == "ifgsm" and f.eps_grey == 1.0), None)
+        if test is not None:
+            verdict = verdict.replace("the intervals overlap, so this run cannot tell them apart",
+                                      "the two separate intervals overlap")
+            rows = len(paired[0])
+            significant = "significant" if test.q_value < 0.05 else "not significant"
+            verdict += (f". Paired over the same {test.n} images (which the intervals ignore), {test.only_a} "
+                        f"flipped only for the multi-task model and {test.only_b} only for the single-task one: "
+                        f"difference {test.difference:+.2f} [{test.ci_low:+.2f}, {test.ci_high:+.2f}], McNemar "
+                        f"p = {test.p_value:.2g}, q = {test.q_value:.2g} after Benjamini–Hochberg over the "
+                        f"{rows} attack × ε comparisons ({significant} at 0.05 for the grid)")
         lines.append(f"3. **Multi-task vs single-task** at the study's budget: flip rate {_ci(m_, 'flip_rate')} "
                      f"(multi) vs {_ci(s_, 'flip_rate')} (single): {verdict}. Grad-CAM shift on label-kept "
                      f"images: see question 2 and the table below.")
     return "\n".join(lines) + "\n"
+
+
+def _paired(records: list[dict[str, Any]], suite: str) -> tuple[list[Any], list[Any]] | None:
+    """``robustbench-us compare``'s tests of resnet50-mtl (A) vs resnet50 (B) in one suite; None without tables."""
+    from robustbench_us.compare import CompareError, compare_models
+
+    ok = [r for r in records if r["suite"] == suite and r.get("status") == "ok"
+          and re.match(r"resnet50(-mtl)?(@|$)", r["config"]["model"])]
+    if not ok or not all("per_image" in r for r in ok):
+        return None
+    try:
+        return compare_models(ok, "resnet50-mtl", "resnet50", label_attacks=set(LABEL_ATTACKS))
+    except CompareError:
+        return None
+
+
+def _paired_section(records: list[dict[str, Any]], suffix: str) -> str:
+    from robustbench_us.compare import markdown
+
+    parts = []
+    for suite, keep in ((f"paper{suffix}", "flips"), (f"paper-maps{suffix}", "shifts")):
+        paired = _paired(records, suite)
+        if paired is None:
+            continue
+        flips, shifts = paired
+        text = markdown(flips if keep == "flips" else [], shifts if keep == "shifts" else [],
+                        "resnet50-mtl", "resnet50")
+        body = text.split("## Diagnosis flips\n" if keep == "flips" else "## Heatmap shift where neither label "
+                          "flipped\n")[1]
+        if keep == "flips":
+            body = body.split("\n## Heatmap")[0]
+            parts.append(f"\n**Paired, image by image** (`robustbench-us compare {suite.removesuffix(suffix)} "
+                         f"resnet50-mtl resnet50{' --scale ' + suffix[1:] if suffix else ''}`): A = multi-task, "
+                         "B = single-task, on the same images; McNemar's exact test on the images only one of them "
+                         "flipped, A − B with a paired bootstrap 95 % interval, q = Benjamini–Hochberg over the "
+                         "rows.\n" + body)
+        else:
+            parts.append(f"\nHeatmap shift (share of the diagonal) of the explanation attacks (`{suite}`), on the "
+                         "images where neither model's label flipped; Wilcoxon signed-rank test.\n" + body)
+    if not parts:
+        return ("\nNo paired test: these records carry no per-image tables (they were written before records "
+                "had them). Run the suites again into an empty results folder to get them.\n")
+    return "".join(parts)
 
 
 def _pretrained(df: pd.DataFrame, suffix: str) -> str:
@@ -198,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     if df.empty:
         out.append("\nNo records yet.\n")
     else:
-        out.append(_headline(df))
+        out.append(_headline(df, _paired(records, f"paper{suffix}")))
         busi = df[(df.dataset == "busi") & df.attack.isin(LABEL_ATTACKS)]
         # The flip rate does not depend on the explainer (one set of adversarial images per attack × ε).
         flips = busi.sort_values("explainer").drop_duplicates(["model", "attack", "eps_grey"])
@@ -246,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                    "diagonal). Overlapping intervals mean the run cannot tell them apart.\n\n")
         out.append(_table(["attack", "ε (grey)", "explainer", "flip rate single", "flip rate multi",
                            "shift single", "shift multi"], rows) if rows else "No paired records yet.\n")
+        out.append(_paired_section(records, suffix))
 
         transfer = df[df.dataset == "busbra"].sort_values("explainer").drop_duplicates(
             ["suite", "model", "attack", "eps_grey"])
