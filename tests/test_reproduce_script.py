@@ -145,3 +145,14 @@ def test_the_control_trains_busi_alone_for_four_times_the_epochs_and_patience(tr
     assert values(long, "--dataset") == ["busi"] and values(long, "--lr") == values(joint, "--lr")
     cards = {p.name for p in (tree / "leaderboards" / "models" / "paper-cpu").glob("*.json")}
     assert {"busi-resnet50-mtl-long-s0.json", "busi-resnet50-mtl-long-s1.json"} <= cards
+
+
+def test_models_picks_which_cards_to_train(tree):
+    done = _run(tree, STEPS="train", MODELS="resnet50-mtl timm:convnext_atto", SEEDS="1 2")
+    assert done.returncode == 0, done.stderr
+    assert set(_calls(tree)) == {f"train:busi-{m}-s{s}" for m in ("resnet50-mtl", "convnext_atto") for s in (1, 2)}
+    cards = {p.name for p in (tree / "leaderboards" / "models" / "paper").glob("*.json")}
+    assert cards == {f"busi-{m}-s{s}.json" for m in ("resnet50-mtl", "convnext_atto") for s in (1, 2)}
+    wrong = _run(tree, STEPS="train", MODELS="resnet50 vit_small")
+    assert wrong.returncode == 2
+    assert "MODELS names 'vit_small'; the suites evaluate only: resnet50 resnet50-mtl timm:convnext_atto" in wrong.stderr

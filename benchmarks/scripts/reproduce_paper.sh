@@ -17,6 +17,9 @@
 #                        `control` trains resnet50-mtl on BUSI alone with 4× the epochs and patience:
 #                        as many optimiser steps as `joint` (BUSI + BUS-BRA folds 2–5 is 3.9× BUSI's
 #                        training images), so what joint training gains beyond more steps is visible.
+#   MODELS               which BUSI models the train step trains (default: all three,
+#                        "resnet50 resnet50-mtl timm:convnext_atto"); e.g. MODELS=resnet50-mtl SEEDS="1 2"
+#                        STEPS=train trains only those cards
 #   JOBS                 trainings / suites run at once (default 1; 3–4 fill one large GPU)
 #   AMP                  1: train BUSI models with mixed precision (CUDA; default 1 at full scale)
 #   EPOCHS               cap every BUSI training at this many epochs (a quick trial; the cards record it)
@@ -31,7 +34,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --scale) scale="$2"; shift 2 ;;
     --scale=*) scale="${1#--scale=}"; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {print}' "$0"; exit 0 ;;
     *) echo "reproduce_paper.sh: unknown argument $1 (use --scale cpu or nothing)" >&2; exit 2 ;;
   esac
 done
@@ -65,7 +68,13 @@ ckpt=checkpoints/paper
 cards="leaderboards/models/paper${suffix}"
 logs=results/logs
 mkdir -p "$ckpt" "$cards" "$logs"
-models=(resnet50 resnet50-mtl timm:convnext_atto)
+all_models=(resnet50 resnet50-mtl timm:convnext_atto)
+read -ra models <<< "${MODELS:-${all_models[*]}}"
+for model in "${models[@]}"; do
+  [[ " ${all_models[*]} " == *" $model "* ]] || {
+    echo "reproduce_paper.sh: MODELS names '$model'; the suites evaluate only: ${all_models[*]}" >&2; exit 2; }
+done
+(( ${#models[@]} )) || { echo "reproduce_paper.sh: MODELS is empty; name at least one of: ${all_models[*]}" >&2; exit 2; }
 slug() { echo "${1#timm:}"; }
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 
