@@ -355,6 +355,7 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
     if config.amp and not use_amp:
         logger.warning("amp=True needs a CUDA device (got %s); training in float32", device)
     names = _dataset_names(datasets)
+    setup_start = time.perf_counter()
     train, val, test = (_load_part(datasets, part, progress) for part in ("train", "val", "test"))
     if len(train) == 0:
         raise TrainingError("the training split of every dataset is empty; check the datasets and split fractions.")
@@ -377,6 +378,8 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
     resume = Path(resume_path) if resume_path is not None else None
     fingerprint = _fingerprint(config, model, (train, val, test)) if resume is not None else None
     first, last_save = 1, time.perf_counter()
+    logger.info("loaded %d/%d/%d train/val/test images and moved the model to %s in %.1f s", len(train), len(val),
+                len(test), device, last_save - setup_start)
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(config.seed)
         if resume is not None and resume.is_file():
@@ -442,21 +445,25 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
                                val_acc=f"{row['val_accuracy']:.3f}", best=best_epoch)
             logger.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
             if resume is not None and time.perf_counter() - last_save >= resume_every:
-                last_save = time.perf_counter()
+                save_start = time.perf_counter()
                 _save_resume(resume, {
                     "fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                     "generator": generator.get_state(), "cpu_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state(device) if devices else None, "history": history,
                     "best_state": best_state, "best_score": best_score, "best_epoch": best_epoch, "stale": stale})
+                last_save = time.perf_counter()
+                logger.info("wrote the resume state %s in %.1f s", resume, last_save - save_start)
             if stale >= config.patience:
                 logger.info("early stop at epoch %d (best %d)", epoch, best_epoch)
                 break
         epochs.close()
     if best_state is not None:
         model.load_state_dict(best_state)
+    final_start = time.perf_counter()
     val_metrics = _metrics_by_source(model, val, config, device, use_amp, names)
     test_metrics = _metrics_by_source(model, test, config, device, use_amp, names) if len(test) else {}
+    logger.info("evaluated the kept epoch %d on val and test in %.1f s", best_epoch, time.perf_counter() - final_start)
     model.eval()
     if resume is not None:
         resume.unlink(missing_ok=True)

@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # SIGTERM (a scheduler stopping the job) ends the run like Ctrl-C: records already
     # written stay, the one being computed is dropped, and the message says how to resume.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
