@@ -156,3 +156,16 @@ def test_models_picks_which_cards_to_train(tree):
     wrong = _run(tree, STEPS="train", MODELS="resnet50 vit_small")
     assert wrong.returncode == 2
     assert "MODELS names 'vit_small'; the suites evaluate only: resnet50 resnet50-mtl timm:convnext_atto" in wrong.stderr
+
+
+def test_suites_picks_which_suites_run_and_pretrain_still_trains_its_model(tree):
+    done = _run(tree, STEPS="pretrain suites", SUITES="paper-busbrapre")
+    assert done.returncode == 0, done.stderr
+    calls = _calls(tree)
+    runs = {k for k in calls if k.startswith("run:")}
+    assert runs == {"run:paper-busbra-native", "run:paper-busbrapre"}  # the pre-training suite runs regardless
+    assert {f"train:busi-resnet50-mtl-busbrapre-s{s}" for s in (0, 1, 2)} <= set(calls)
+    assert not any(k.startswith("train:busi-resnet50-s") for k in calls)
+    assert "skip suite paper (not in SUITES)" in done.stdout
+    wrong = _run(tree, STEPS="suites", SUITES="paper paper-mapz")
+    assert wrong.returncode == 2 and "SUITES names 'paper-mapz'" in wrong.stderr

@@ -20,6 +20,9 @@
 #   MODELS               which BUSI models the train step trains (default: all three,
 #                        "resnet50 resnet50-mtl timm:convnext_atto"); e.g. MODELS=resnet50-mtl SEEDS="1 2"
 #                        STEPS=train trains only those cards
+#   SUITES               which suites the suites step runs (default: all five, "paper paper-maps paper-busbra
+#                        paper-busbra-native paper-busbrapre"); the pretrain step runs paper-busbra-native
+#                        regardless, since it trains the model that is fine-tuned
 #   JOBS                 trainings / suites run at once (default 1; 3–4 fill one large GPU)
 #   AMP                  1: train BUSI models with mixed precision (CUDA; default 1 at full scale)
 #   EPOCHS               cap every BUSI training at this many epochs (a quick trial; the cards record it)
@@ -73,6 +76,12 @@ read -ra models <<< "${MODELS:-${all_models[*]}}"
 for model in "${models[@]}"; do
   [[ " ${all_models[*]} " == *" $model "* ]] || {
     echo "reproduce_paper.sh: MODELS names '$model'; the suites evaluate only: ${all_models[*]}" >&2; exit 2; }
+done
+all_suites=(paper paper-maps paper-busbra paper-busbra-native paper-busbrapre)
+read -ra run_suites <<< "${SUITES:-${all_suites[*]}}"
+for suite in "${run_suites[@]}"; do
+  [[ " ${all_suites[*]} " == *" $suite "* ]] || {
+    echo "reproduce_paper.sh: SUITES names '$suite'; the suites are: ${all_suites[*]}" >&2; exit 2; }
 done
 (( ${#models[@]} )) || { echo "reproduce_paper.sh: MODELS is empty; name at least one of: ${all_models[*]}" >&2; exit 2; }
 slug() { echo "${1#timm:}"; }
@@ -136,6 +145,9 @@ train_jobs() {  # train_jobs SEED...: start the BUSI trainings of these seeds th
   done
 }
 suite_job() { start "suite-$1$suffix" "$RB" run "$1" "${scale_flag[@]}" --no-progress; }
+suite_step() {  # suite_step SUITE: the suites step's job for SUITE, unless SUITES leaves it out
+  if [[ " ${run_suites[*]} " == *" $1 "* ]]; then suite_job "$1"; else echo "skip suite $1 (not in SUITES)"; fi
+}
 
 # Toward the AUC ≥ 0.93 target with public ultrasound only (no ImageNet here): the
 # paper-busbra-native suite trains resnet50-mtl on BUS-BRA's official folds 2–5 (fold 1, its
@@ -168,7 +180,7 @@ has train && train_jobs "$first"
 has pretrain && suite_job paper-busbra-native
 await "train-resnet50-s$first" "train-resnet50-mtl-s$first" "train-convnext_atto-s$first"
 # 2. The suites on the seed-0 models; meanwhile the other seeds and the BUSI fine-tunes.
-if has suites; then suite_job paper; suite_job paper-busbra; suite_job paper-maps; fi
+if has suites; then suite_step paper; suite_step paper-busbra; suite_step paper-maps; fi
 if has train; then train_jobs "${seeds[@]:1}"; fi
 if has pretrain; then
   await "suite-paper-busbra-native$suffix"
@@ -180,9 +192,9 @@ if has pretrain; then
     fi
   done
   await "finetune-resnet50-mtl-busbrapre-s$first"
-  if has suites; then suite_job paper-busbrapre; fi
+  if has suites; then suite_step paper-busbrapre; fi
 elif has suites; then
-  suite_job paper-busbra-native
+  suite_step paper-busbra-native
 fi
 finish
 
@@ -219,7 +231,7 @@ fi
 # Model cards (sha256, recipe, val/test metrics) are published; the weights stay local.
 publish_cards "$ckpt"/busi-*.json
 
-suites=(paper paper-maps paper-busbra paper-busbra-native paper-busbrapre)
+suites=("${all_suites[@]}")
 if has publish; then
   for suite in "${suites[@]}"; do
     "$RB" leaderboard "$suite" "${scale_flag[@]}"
