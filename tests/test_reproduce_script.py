@@ -57,7 +57,8 @@ def tree(tmp_path):
 
 
 def _run(tree: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    environ = {**os.environ, "RB": str(tree / "fake-rb"), "JOBS": "3", **env}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # `python` is this Python
+    environ = {**os.environ, "PATH": path, "RB": str(tree / "fake-rb"), "JOBS": "3", **env}
     return subprocess.run(["bash", str(tree / "benchmarks" / "scripts" / SCRIPT.name), *args], cwd=tree,
                           env=environ, capture_output=True, text=True, timeout=120)
 
@@ -169,3 +170,23 @@ def test_suites_picks_which_suites_run_and_pretrain_still_trains_its_model(tree)
     assert "skip suite paper (not in SUITES)" in done.stdout
     wrong = _run(tree, STEPS="suites", SUITES="paper paper-mapz")
     assert wrong.returncode == 2 and "SUITES names 'paper-mapz'" in wrong.stderr
+
+
+def test_publish_takes_the_sites_records_for_suites_missing_from_results(tree):
+    site = tree / "leaderboards" / "site" / "suites"
+    (site / "paper" / "records").mkdir(parents=True)
+    (site / "paper" / "records" / "cell-a.json").write_text('{"cell_id": "cell-a"}')
+    (site / "paper-maps" / "records").mkdir(parents=True)
+    (site / "paper-maps" / "records" / "cell-b.json").write_text('{"cell_id": "cell-b", "old": true}')
+    fresh = tree / "results" / "paper-maps" / "records"  # this suite was run here: its records win
+    fresh.mkdir(parents=True)
+    (fresh / "cell-b.json").write_text('{"cell_id": "cell-b"}')
+    (tree / "benchmarks" / "scripts" / "summarize_paper.py").write_text("print('summarized')\n")
+    done = _run(tree, STEPS="publish")
+    assert done.returncode == 0, done.stderr
+    assert (tree / "results" / "paper" / "records" / "cell-a.json").read_text() == '{"cell_id": "cell-a"}'
+    assert (fresh / "cell-b.json").read_text() == '{"cell_id": "cell-b"}'
+    assert "took the 1 published records of paper from leaderboards/site/suites/paper/records" in done.stdout
+    assert "of paper-maps" not in done.stdout and "summarized" in done.stdout
+    calls = [line.split()[2:] for line in (tree / "calls.log").read_text().splitlines() if line.startswith("start")]
+    assert ["leaderboard", "publish"] == calls[-1][:2] and "paper-busbrapre" in calls[-1]

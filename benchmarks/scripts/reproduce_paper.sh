@@ -233,6 +233,16 @@ publish_cards "$ckpt"/busi-*.json
 
 suites=("${all_suites[@]}")
 if has publish; then
+  # Suites published earlier whose records this checkout's results/ lacks (a fresh clone, a GPU run
+  # that brought back only new suites): republish the site's own records. Their figures are kept
+  # from the site for every unchanged record (leaderboard publish checks each record's integrity).
+  for suite in "${suites[@]}"; do
+    site_records="leaderboards/site/suites/$suite$suffix/records" records="results/$suite$suffix/records"
+    if compgen -G "$site_records/*.json" > /dev/null && ! compgen -G "$records/*.json" > /dev/null; then
+      mkdir -p "$records" && cp "$site_records"/*.json "$records/"
+      echo "took the $(ls "$site_records" | wc -l) published records of $suite$suffix from $site_records"
+    fi
+  done
   for suite in "${suites[@]}"; do
     "$RB" leaderboard "$suite" "${scale_flag[@]}"
   done

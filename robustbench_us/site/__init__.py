@@ -6,7 +6,8 @@ Layout of ``out_dir``::
     static/site.css, static/site.js     no CDN, nothing from the network
     suites/<suite>/index.html           sortable, filterable table of the suite's cells
     suites/<suite>/records/<cell>.json  each record as it was written
-    suites/<suite>/figures/<cell>/...   each cell's figures, copied from the results folder
+    suites/<suite>/figures/<cell>/...   each cell's figures, copied from the results folder (or kept
+                                        from the site being replaced, for an unchanged record)
     suites/<suite>/sweeps/*.png         accuracy and heatmap shift against ε per model × explainer
 
 Every plugin-supplied string reaches the page through jinja2 autoescaping (HTML
@@ -148,33 +149,62 @@ def _place_figure(source: Path, target: Path, figure_format: str) -> None:
         image.convert("RGB").save(target, format="WEBP", quality=WEBP_QUALITY, method=4)
 
 
+def _published_figure(rec: dict[str, Any], published: Path | None, figure: str, target: PurePosixPath) -> Path | None:
+    """The figure this very record already has on the site being replaced, or None.
+
+    Used when the results folder lacks the figure (a fresh checkout holds the site's
+    records but not the run's PNGs): the earlier site's copy is kept only if the site
+    holds the same record (same cell id and integrity hash), so a figure never outlives
+    the numbers it was drawn from.
+    """
+    if published is None or not rec.get("integrity"):
+        return None
+    try:
+        old = json.loads((published / "records" / f"{rec['cell_id']}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(old, dict) or old.get("integrity") != rec["integrity"] or figure not in (old.get("figures") or []):
+        return None
+    candidate = (published / target).resolve()
+    return candidate if published.resolve() in candidate.parents and candidate.is_file() else None
+
+
 def _copy_figures(rec: dict[str, Any], suite_results: Path | None, suite_out: Path,
-                  figure_format: str = "png") -> list[tuple[str, str | None]]:
-    """Copy a record's figures into the site; (label, link) per figure, link None where the file is missing."""
+                  figure_format: str = "png", published: Path | None = None) -> list[tuple[str, str | None]]:
+    """Copy a record's figures into the site; (label, link) per figure, link None where the file is missing.
+
+    Each figure comes from the results folder, else from ``published`` (this suite's folder
+    in the site being replaced) when that site holds the same record.
+    """
     links = []
     for figure in rec.get("figures") or []:
         label = PurePosixPath(figure).stem.replace("_", " ")
-        source = None
+        name = PurePosixPath(figure).name
+        if figure_format != "png":
+            name = f"{PurePosixPath(name).stem}.{figure_format}"
+        target = PurePosixPath("figures") / slug(rec["cell_id"]) / slug(name)
+        source, kept = None, None
         if suite_results is not None:
             candidate = (suite_results / figure).resolve()
             if suite_results.resolve() in candidate.parents and candidate.is_file():
                 source = candidate
         if source is None:
+            kept = _published_figure(rec, published, figure, target)
+        if source is None and kept is None:
             links.append((label, None))
             continue
-        name = PurePosixPath(figure).name
-        if figure_format != "png":
-            name = f"{PurePosixPath(name).stem}.{figure_format}"
-        target = PurePosixPath("figures") / slug(rec["cell_id"]) / slug(name)
         (suite_out / target).parent.mkdir(parents=True, exist_ok=True)
-        _place_figure(source, suite_out / target, figure_format)
+        if source is not None:
+            _place_figure(source, suite_out / target, figure_format)
+        else:
+            shutil.copyfile(kept, suite_out / target)  # already in this format: copied, never re-encoded
         links.append((label, _href(target)))
     return links
 
 
 def _render_suite(env: jinja2.Environment, suite: str, records: list[dict[str, Any]], suite_out: Path,
                   results_dir: Path | None, title: str, figure_format: str = "png",
-                  about: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  about: Mapping[str, Any] | None = None, published: Path | None = None) -> dict[str, Any]:
     about = about or {}
     ok = [r for r in records if r["status"] == "ok"]
     ok.sort(key=lambda r: tuple(str(r["config"].get(k)) for k in ("dataset", "model", "attack", "region"))
@@ -190,7 +220,7 @@ def _render_suite(env: jinja2.Environment, suite: str, records: list[dict[str, A
     suite_results = None if results_dir is None else Path(results_dir) / suite
     columns = [Column(k, label, "number" if k in ("eps_grey", "n_images") else "text") for k, label in CONFIG_COLUMNS]
     metric_cols = metric_columns(ok)
-    rows = [_row(r, metric_cols, _copy_figures(r, suite_results, suite_out, figure_format)) for r in ok]
+    rows = [_row(r, metric_cols, _copy_figures(r, suite_results, suite_out, figure_format, published)) for r in ok]
     sweeps = [_href(PurePosixPath("sweeps") / p.name) for p in write_sweep_figures(ok, suite_out / "sweeps")]
     options = {key: sorted({row.filters[key] for row in rows},
                            key=(lambda v: (float(v) if v != "–" else math.inf)) if key == "eps" else str)
@@ -230,7 +260,10 @@ def publish_site(records: Sequence[dict[str, Any]], out_dir: str | Path, *, titl
 
     Records are validated against the published schema first. ``results_dir`` is the
     results folder the records came from (``<results_dir>/<suite>/<figure>``): their
-    figures are copied in from there; without it rows list their figures unlinked.
+    figures are copied in from there. A figure missing there is kept from the site being
+    replaced when that site holds the same record (same cell id and integrity), so a site
+    can be republished from its own records plus new ones; otherwise the row lists the
+    figure unlinked.
     """
     out = Path(out_dir)
     if figure_format not in FIGURE_FORMATS:
@@ -257,8 +290,9 @@ def publish_site(records: Sequence[dict[str, Any]], out_dir: str | Path, *, titl
         static.mkdir()
         for name in ("site.css", "site.js"):
             (static / name).write_bytes(resources.files(__name__).joinpath("static", name).read_bytes())
+        earlier = out / "suites" if (out / MARKER).is_file() else None  # the site being replaced, if any
         suites = [_render_suite(env, name, recs, staging / "suites" / slug(name), results_dir, title, figure_format,
-                                (about or {}).get(name))
+                                (about or {}).get(name), None if earlier is None else earlier / slug(name))
                   for name, recs in sorted(by_suite.items())]
         (staging / "index.html").write_text(env.get_template("index.html").render(
             title=title, suites=suites, static="static"), encoding="utf-8")
