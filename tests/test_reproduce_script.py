@@ -17,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "scripts" / "reproduce_paper.sh"
+FINISH = ROOT / "benchmarks" / "scripts" / "gpu_finish.sh"
 
 FAKE_RB = r'''#!/usr/bin/env python3
 """Stand-in for robustbench-us: log the call, sleep a little, write what the real command writes."""
@@ -26,6 +27,8 @@ args = [a for a in sys.argv[1:] if a != "-v"]
 with open("calls.log", "a") as fh:
     fh.write(f"start {time.monotonic():.3f} {' '.join(args)}\n")
 time.sleep(0.2)
+if os.environ.get("SLOW_ON") and os.environ["SLOW_ON"] in " ".join(args):
+    time.sleep(60)
 if args[0] == "train":
     out, size = args[args.index("--out") + 1], int(args[args.index("--image-size") + 1])
     if os.environ.get("FAIL_ON") and os.environ["FAIL_ON"] in out:
@@ -50,16 +53,17 @@ def tree(tmp_path):
     """A scratch project root holding the script and a fake robustbench-us."""
     (tmp_path / "benchmarks" / "scripts").mkdir(parents=True)
     shutil.copy(SCRIPT, tmp_path / "benchmarks" / "scripts" / SCRIPT.name)
+    shutil.copy(FINISH, tmp_path / "benchmarks" / "scripts" / FINISH.name)
     rb = tmp_path / "fake-rb"
     rb.write_text(FAKE_RB.replace("#!/usr/bin/env python3", f"#!{sys.executable}", 1))
     rb.chmod(0o755)
     return tmp_path
 
 
-def _run(tree: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+def _run(tree: Path, *args: str, script: Path = SCRIPT, **env: str) -> subprocess.CompletedProcess:
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # `python` is this Python
     environ = {**os.environ, "PATH": path, "RB": str(tree / "fake-rb"), "JOBS": "3", **env}
-    return subprocess.run(["bash", str(tree / "benchmarks" / "scripts" / SCRIPT.name), *args], cwd=tree,
+    return subprocess.run(["bash", str(tree / "benchmarks" / "scripts" / script.name), *args], cwd=tree,
                           env=environ, capture_output=True, text=True, timeout=120)
 
 
@@ -190,3 +194,45 @@ def test_publish_takes_the_sites_records_for_suites_missing_from_results(tree):
     assert "of paper-maps" not in done.stdout and "summarized" in done.stdout
     calls = [line.split()[2:] for line in (tree / "calls.log").read_text().splitlines() if line.startswith("start")]
     assert ["leaderboard", "publish"] == calls[-1][:2] and "paper-busbrapre" in calls[-1]
+
+
+def _unpack(out: Path, into: Path) -> list[str]:
+    """The names in gpu_finish.sh's parts, unpacked into ``into``."""
+    import tarfile
+
+    data = b"".join(p.read_bytes() for p in sorted(out.glob("finish.tar.gz.part*")))
+    into.mkdir()
+    (into / "all.tar.gz").write_bytes(data)
+    with tarfile.open(into / "all.tar.gz") as tar:
+        tar.extractall(into, filter="data")
+        return tar.getnames()
+
+
+def test_gpu_finish_runs_what_the_first_lease_left_and_packs_it(tree):
+    (tree / "packs").mkdir()
+    (tree / "packs" / "busi-224px-x.rbpack").write_bytes(b"p")
+    done = _run(tree, "60", script=FINISH, PACKS="packs", OUT="out")
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = _calls(tree)
+    assert {"run:paper-busbra-native", "run:paper-busbrapre"} == {k for k in calls if k.startswith("run:")}
+    assert {f"train:busi-resnet50-mtl-s{s}" for s in (1, 2)} <= set(calls)
+    assert {f"train:busi-resnet50-mtl-busbrapre-s{s}" for s in (0, 1, 2)} <= set(calls)
+    assert not any(k.startswith(("train:busi-resnet50-s", "train:busi-convnext")) for k in calls)
+    assert not any(k.startswith("train:busi-resnet50-mtl-s0") for k in calls)  # its published card stays
+    names = _unpack(tree / "out", tree / "back")
+    assert "checkpoints/paper/busi-resnet50-mtl-s1.json" in names
+    assert "results/paper-busbra-native/checkpoints/busbra__resnet50-mtl_224-abc.json" in names
+    assert not [n for n in names if n.endswith(".safetensors")]  # weights stay behind
+
+
+def test_gpu_finish_stops_at_its_deadline_and_still_packs(tree):
+    (tree / "packs").mkdir()
+    (tree / "packs" / "busi-224px-x.rbpack").write_bytes(b"p")
+    done = _run(tree, "4", script=FINISH, PACKS="packs", OUT="out", SLOW_ON="paper-busbra-native")
+    assert done.returncode == 124, done.stdout + done.stderr
+    assert "deadline: stopping" in done.stdout
+    names = _unpack(tree / "out", tree / "back")
+    assert "checkpoints/paper/busi-resnet50-mtl-s2.json" in names  # the cards finished before the deadline
+    assert "results/logs/suite-paper-busbra-native.log" in names
+    missing = _run(tree, script=FINISH, PACKS="nowhere", OUT="out")
+    assert missing.returncode == 2 and "no dataset packs in nowhere" in missing.stderr

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Finish the full-scale leaderboard on a lent GPU, in one command of at most 10 minutes (run it
+# again on the same warm machine to go on). What the first GPU run left undone, at once:
+#   1. STEPS="pretrain suites" SUITES=paper-busbrapre: resnet50-mtl trained on BUS-BRA's official
+#      folds 2-5 inside the paper-busbra-native suite (and its 8 cells), fine-tuned on BUSI per
+#      seed, then the paper-busbrapre suite (80 cells);
+#   2. MODELS=resnet50-mtl SEEDS="1 2" STEPS=train: the multi-task model's seed-1 and seed-2 cards.
+# Everything is stopped (SIGTERM: records already written stay) after DEADLINE seconds; a second
+# run on the same machine resumes the trainings and skips finished cells. Then whatever exists is
+# packed for the trip back: $OUT/finish.tar.gz.partNN (15 MiB parts; no weights).
+#
+#   benchmarks/scripts/gpu_finish.sh [DEADLINE]       # seconds, default 540
+#
+# Environment:
+#   PACKS   the datasets as packs (default .device/packs): made where the files are with
+#           robustbench-us data pack busi --image-size 224 --out .device/packs
+#           robustbench-us data pack busbra --image-size 224 --option split=official-5fold --option fold=1 --out .device/packs
+#   WHEELS  wheels of what the GPU image lacks, installed first if present (default .device/whl:
+#           jsonschema, jsonschema-specifications, referencing, rpds-py for its Python)
+#   OUT     where the log and the parts go (default ./out; on the lent machine, its $OUT)
+#   RB      the robustbench-us command (default: this checkout, installed without dependencies)
+# Back where the checkout lives: cat finish.tar.gz.part* | tar xzf - ; then
+# STEPS=publish benchmarks/scripts/reproduce_paper.sh (tables, site, summary).
+set -uo pipefail
+
+cd "$(dirname "$0")/../.."
+deadline="${1:-540}"
+out="${OUT:-out}"
+packs="${PACKS:-.device/packs}"
+wheels="${WHEELS:-.device/whl}"
+mkdir -p "$out"
+say() { echo "== $(date +%T) $*"; }
+
+if ! compgen -G "$packs/*.rbpack" > /dev/null; then
+  echo "gpu_finish.sh: no dataset packs in $packs; make them where the data is (see the header of $0)" >&2
+  exit 2
+fi
+if [[ -z "${RB:-}" ]]; then
+  if ! command -v robustbench-us > /dev/null; then
+    if compgen -G "$wheels/*.whl" > /dev/null; then
+      python3 -m pip install -q --no-index --no-deps "$wheels"/*.whl || exit 2
+    fi
+    python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 2
+  fi
+  RB=robustbench-us
+fi
+export RB ROBUSTBENCH_US_DATA_PACKS="$packs"
+say "start; deadline ${deadline}s; $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
+
+# Each in its own process group, so that the deadline stops every job it started.
+setsid env STEPS="pretrain suites" SUITES=paper-busbrapre JOBS="${JOBS:-4}" \
+  benchmarks/scripts/reproduce_paper.sh > "$out/pretrain.log" 2>&1 &
+pretrain=$!
+setsid env MODELS=resnet50-mtl SEEDS="1 2" STEPS=train JOBS=2 \
+  benchmarks/scripts/reproduce_paper.sh > "$out/cards.log" 2>&1 &
+cards=$!
+
+stopped=0 last=$SECONDS
+while kill -0 "$pretrain" 2> /dev/null || kill -0 "$cards" 2> /dev/null; do
+  if (( SECONDS >= deadline )); then
+    say "deadline: stopping (run this again on the same machine to go on)"
+    kill -TERM -- "-$pretrain" "-$cards" 2> /dev/null
+    for _ in $(seq 30); do
+      kill -0 "$pretrain" 2> /dev/null || kill -0 "$cards" 2> /dev/null || break
+      sleep 1
+    done
+    kill -KILL -- "-$pretrain" "-$cards" 2> /dev/null
+    stopped=1
+    break
+  fi
+  if (( SECONDS - last >= 60 )); then
+    last=$SECONDS
+    say "records: $(find results -path '*/records/*.json' 2> /dev/null | wc -l); cards: $(ls checkpoints/paper/*.json 2> /dev/null | wc -l)"
+  fi
+  sleep 2
+done
+wait "$pretrain"; rc_pretrain=$?
+wait "$cards"; rc_cards=$?
+say "pretrain+busbrapre rc=$rc_pretrain, cards rc=$rc_cards (logs: $out/pretrain.log, $out/cards.log, results/logs/)"
+
+# Everything but weights and resume states, in parts small enough to come back.
+shopt -s nullglob
+take=(results/logs results/paper-busbra-native results/paper-busbrapre checkpoints/paper/*.json leaderboards/models/paper)
+present=()
+for path in "${take[@]}"; do [[ -e "$path" ]] && present+=("$path"); done
+rm -f "$out"/finish.tar.gz.part*
+tar czf - --exclude='*.safetensors' --exclude='*.resume.pt' --exclude='*.tmp' "${present[@]}" \
+  | split -b 15m -d - "$out/finish.tar.gz.part"
+parts=("$out"/finish.tar.gz.part*)
+say "packed ${#parts[@]} part(s): $(du -ch "${parts[@]}" | tail -1 | cut -f1) in all"
+(( ${#parts[@]} <= 6 )) || echo "gpu_finish.sh: ${#parts[@]} parts; at most 8 files come back from a lent machine" >&2
+(( stopped )) && exit 124
+(( rc_pretrain == 0 && rc_cards == 0 ))
