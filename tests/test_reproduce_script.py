@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "scripts" / "reproduce_paper.sh"
 FINISH = ROOT / "benchmarks" / "scripts" / "gpu_finish.sh"
+PREPARE = ROOT / "benchmarks" / "scripts" / "gpu_prepare.sh"
 
 FAKE_RB = r'''#!/usr/bin/env python3
 """Stand-in for robustbench-us: log the call, sleep a little, write what the real command writes."""
@@ -29,7 +30,11 @@ with open("calls.log", "a") as fh:
 time.sleep(0.2)
 if os.environ.get("SLOW_ON") and os.environ["SLOW_ON"] in " ".join(args):
     time.sleep(60)
-if args[0] == "train":
+if args[0] == "data" and args[1] == "pack":  # a pack of incompressible bytes, large enough to need parts
+    out = Path(args[args.index("--out") + 1])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args[2]}-224px-fake.rbpack").write_bytes(os.urandom(1_500_000))
+elif args[0] == "train":
     out, size = args[args.index("--out") + 1], int(args[args.index("--image-size") + 1])
     if os.environ.get("FAIL_ON") and os.environ["FAIL_ON"] in out:
         sys.exit("training diverged")
@@ -54,6 +59,7 @@ def tree(tmp_path):
     (tmp_path / "benchmarks" / "scripts").mkdir(parents=True)
     shutil.copy(SCRIPT, tmp_path / "benchmarks" / "scripts" / SCRIPT.name)
     shutil.copy(FINISH, tmp_path / "benchmarks" / "scripts" / FINISH.name)
+    shutil.copy(PREPARE, tmp_path / "benchmarks" / "scripts" / PREPARE.name)
     rb = tmp_path / "fake-rb"
     rb.write_text(FAKE_RB.replace("#!/usr/bin/env python3", f"#!{sys.executable}", 1))
     rb.chmod(0o755)
@@ -236,3 +242,24 @@ def test_gpu_finish_stops_at_its_deadline_and_still_packs(tree):
     assert "results/logs/suite-paper-busbra-native.log" in names
     missing = _run(tree, script=FINISH, PACKS="nowhere", OUT="out")
     assert missing.returncode == 2 and "no dataset packs in nowhere" in missing.stderr
+
+
+def test_gpu_prepare_cuts_the_data_into_carries_that_gpu_finish_joins(tree):
+    (tree / ".device" / "whl").mkdir(parents=True)
+    (tree / ".device" / "whl" / "jsonschema-0-py3-none-any.whl").write_bytes(b"wheel")  # no download in tests
+    done = _run(tree, script=PREPARE, BUDGET_MB="1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    carries = sorted((tree / ".device").glob("carry*"))
+    assert len(carries) == 3 and all(len(list(c.iterdir())) == 1 for c in carries)
+    assert all(p.stat().st_size <= 1024 * 1024 for c in carries for p in c.iterdir())
+    assert 'call 3: carry [".device/carry3"], command: OUT=$OUT benchmarks/scripts/gpu_finish.sh 540' in done.stdout
+    packs = {p.name: p.read_bytes() for p in (tree / ".device" / "packs").iterdir()}
+    assert set(packs) == {"busi-224px-fake.rbpack", "busbra-224px-fake.rbpack"}
+    # On the lent machine only the carry folders arrive.
+    shutil.rmtree(tree / ".device" / "packs")
+    shutil.rmtree(tree / ".device" / "whl")
+    finished = _run(tree, "60", script=FINISH, OUT="out")
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "joining 3 carried part(s)" in finished.stdout
+    assert {p.name: p.read_bytes() for p in (tree / ".device" / "packs").iterdir()} == packs
+    assert (tree / ".device" / "whl" / "jsonschema-0-py3-none-any.whl").read_bytes() == b"wheel"

@@ -12,9 +12,9 @@
 #   benchmarks/scripts/gpu_finish.sh [DEADLINE]       # seconds, default 540
 #
 # Environment:
-#   PACKS   the datasets as packs (default .device/packs): made where the files are with
-#           robustbench-us data pack busi --image-size 224 --out .device/packs
-#           robustbench-us data pack busbra --image-size 224 --option split=official-5fold --option fold=1 --out .device/packs
+#   PACKS   the datasets as packs (default .device/packs): benchmarks/scripts/gpu_prepare.sh makes
+#           them where the files are and cuts them into carry folders .device/carry1, 2, ...
+#           (one per call); this script joins those parts first
 #   WHEELS  wheels of what the GPU image lacks, installed first if present (default .device/whl:
 #           jsonschema, jsonschema-specifications, referencing, rpds-py for its Python)
 #   OUT     where the log and the parts go (default ./out; on the lent machine, its $OUT)
@@ -31,6 +31,12 @@ wheels="${WHEELS:-.device/whl}"
 mkdir -p "$out"
 say() { echo "== $(date +%T) $*"; }
 
+# gpu_prepare.sh cut the packs and wheels into parts, one per call's carry folder: join them.
+if ! compgen -G "$packs/*.rbpack" > /dev/null && compgen -G ".device/carry*/part-*" > /dev/null; then
+  mapfile -t parts < <(for p in .device/carry*/part-*; do echo "${p##*/} $p"; done | sort | cut -d' ' -f2)
+  say "joining ${#parts[@]} carried part(s) into .device/"
+  cat "${parts[@]}" | tar xf - -C .device || { echo "gpu_finish.sh: the carried parts do not join: ${parts[*]}" >&2; exit 2; }
+fi
 if ! compgen -G "$packs/*.rbpack" > /dev/null; then
   echo "gpu_finish.sh: no dataset packs in $packs; make them where the data is (see the header of $0)" >&2
   exit 2
