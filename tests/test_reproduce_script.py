@@ -246,7 +246,8 @@ def test_gpu_finish_stops_at_its_deadline_and_still_packs(tree):
 
 def test_gpu_prepare_cuts_the_data_into_carries_that_gpu_finish_joins(tree):
     (tree / ".device" / "whl").mkdir(parents=True)
-    (tree / ".device" / "whl" / "jsonschema-0-py3-none-any.whl").write_bytes(b"wheel")  # no download in tests
+    for name in ("jsonschema-0-py3-none-any.whl", "robustbench_us-0-py3-none-any.whl"):  # no download, no build
+        (tree / ".device" / "whl" / name).write_bytes(b"wheel")
     done = _run(tree, script=PREPARE, BUDGET_MB="1")
     assert done.returncode == 0, done.stdout + done.stderr
     carries = sorted((tree / ".device").glob("carry*"))

@@ -15,10 +15,10 @@
 #   PACKS   the datasets as packs (default .device/packs): benchmarks/scripts/gpu_prepare.sh makes
 #           them where the files are and cuts them into carry folders .device/carry1, 2, ...
 #           (one per call); this script joins those parts first
-#   WHEELS  wheels of what the GPU image lacks, installed first if present (default .device/whl:
-#           jsonschema, jsonschema-specifications, referencing, rpds-py for its Python)
+#   WHEELS  wheels of what the GPU image lacks and the project's own (default .device/whl, from
+#           gpu_prepare.sh), installed into /tmp/rb-site; the checkout's code is what runs
 #   OUT     where the log and the parts go (default ./out; on the lent machine, its $OUT)
-#   RB      the robustbench-us command (default: this checkout, installed without dependencies)
+#   RB      the robustbench-us command (default: python3 -m robustbench_us with the above)
 # Back where the checkout lives: cat finish.tar.gz.part* | tar xzf - ; then
 # STEPS=publish benchmarks/scripts/reproduce_paper.sh (tables, site, summary).
 set -uo pipefail
@@ -42,13 +42,17 @@ if ! compgen -G "$packs/*.rbpack" > /dev/null; then
   exit 2
 fi
 if [[ -z "${RB:-}" ]]; then
-  if ! command -v robustbench-us > /dev/null; then
-    if compgen -G "$wheels/*.whl" > /dev/null; then
-      python3 -m pip install -q --no-index --no-deps "$wheels"/*.whl || exit 2
-    fi
-    python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 2
+  # The wheels go to a folder of their own; the checkout's code runs first on the path, the
+  # project's wheel lends it the plugins' entry points (what worked on the first lease).
+  if ! compgen -G "$wheels/robustbench_us-*.whl" > /dev/null; then
+    echo "gpu_finish.sh: no robustbench_us wheel in $wheels; run benchmarks/scripts/gpu_prepare.sh" >&2; exit 2
   fi
-  RB=robustbench-us
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/rb-site "$wheels"/*.whl \
+    || exit 2
+  export PYTHONPATH="$PWD:$PWD/plugins:/tmp/rb-site${PYTHONPATH:+:$PYTHONPATH}"
+  printf '#!/bin/sh\nexec python3 -m robustbench_us "$@"\n' > /tmp/rb-site/rb && chmod +x /tmp/rb-site/rb
+  RB=/tmp/rb-site/rb
+  "$RB" plugins > /dev/null || { echo "gpu_finish.sh: robustbench-us does not start here (see above)" >&2; exit 2; }
 fi
 export RB ROBUSTBENCH_US_DATA_PACKS="$packs"
 say "start; deadline ${deadline}s; $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"

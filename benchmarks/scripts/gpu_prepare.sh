@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare, where the dataset files are, what benchmarks/scripts/gpu_finish.sh needs on a lent GPU:
-# the datasets as packs at 224 px and the wheels the GPU image lacks, cut into carry folders that
+# the datasets as packs at 224 px, the wheels the GPU image lacks and the project's own wheel (its
+# plugins' entry points), cut into carry folders that
 # each fit beside the working tree in one call's 64 MiB (the packs alone are about 65 MiB).
 #
 #   benchmarks/scripts/gpu_prepare.sh
@@ -21,11 +22,19 @@ mkdir -p "$dev/packs" "$dev/whl"
 compgen -G "$dev/packs/busi-224px-*.rbpack" > /dev/null || "$RB" data pack busi --image-size 224 --out "$dev/packs"
 compgen -G "$dev/packs/busbra-224px-*.rbpack" > /dev/null || "$RB" data pack busbra --image-size 224 \
   --option split=official-5fold --option fold=1 --out "$dev/packs"
-if ! compgen -G "$dev/whl/*.whl" > /dev/null; then
+if ! compgen -G "$dev/whl/jsonschema-*.whl" > /dev/null; then
   # Record validation needs jsonschema, which the GPU image (Python 3.12) lacks.
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$dev/whl" jsonschema jsonschema-specifications referencing rpds-py
+fi
+# The project's own wheel, for its entry points (the plugins); the checkout's code runs (PYTHONPATH).
+# Built again when pyproject.toml (which lists the entry points) changed since.
+own=$(ls "$dev"/whl/robustbench_us-*.whl 2> /dev/null | head -1)
+if [[ -z "$own" || pyproject.toml -nt "$own" ]]; then
+  rm -f "$dev"/whl/robustbench_us-*.whl
+  "$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3 )" -m pip wheel -q --no-deps -w "$dev/whl" . \
+    > /dev/null
 fi
 
 if [[ -n "${BUDGET_MB:-}" ]]; then
