@@ -227,6 +227,7 @@ class SuiteRunner:
                         "dataset": dataset_entry.name,
                         "dataset_manifest": manifest, "split_seed": dataset_entry.split_seed,
                         "recipe": settings, "init": info["model_init"], "device": str(self.device),
+                        "torch_threads": torch.get_num_threads(),
                         "best_epoch": report.best_epoch, "epochs_run": len(report.history),
                         "val_metrics": report.val_metrics, "test_metrics": report.test_metrics,
                         "history": report.history, "created": datetime.now(UTC).isoformat(timespec="seconds")}

@@ -59,7 +59,7 @@ def test_records_per_cell_and_resume(tmp_path, registry):
     # The model trained inside the suite gets a card like `robustbench-us train` writes.
     (card_path,) = (tmp_path / "toy-suite" / "checkpoints").glob("*.json")
     card = json.loads(card_path.read_text())
-    assert card["device"] == "cpu" and card["epochs_run"] == 1 and [r["epoch"] for r in card["history"]] == [1]
+    assert card["device"] == "cpu" and card["torch_threads"] == torch.get_num_threads() and card["epochs_run"] == 1 and [r["epoch"] for r in card["history"]] == [1]
     assert card["created"].endswith("+00:00") and card["sha256"] == prov["checkpoint_sha256"]
     second = run_suite(suite, tmp_path, registry=registry, progress=False)
     assert second.written == [] and second.skipped == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from robustbench_us.checkpoints import file_sha256
 from robustbench_us.cli import main
@@ -78,6 +79,7 @@ def test_an_interrupted_train_command_continues_when_run_again(tiny_plugins, tmp
     assert "resuming the interrupted training" in capsys.readouterr().err
     card = json.loads((tmp_path / "models" / "tiny.json").read_text())
     assert card["epochs_run"] == 3 and [row["epoch"] for row in card["history"]] == [1, 2, 3]
+    assert card["torch_threads"] == torch.get_num_threads()  # CPU results repeat bit for bit at the same count
     assert not (tmp_path / "models" / "tiny.resume.pt").exists()
 
 

@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         [d["manifest"] for d in described],
         "split_seed": args.split_seed, "recipe": config.to_dict(), "init": init,
         "init_sha256": None if init_card is None else init_card.get("sha256"), "device": str(device),
+        "torch_threads": torch.get_num_threads(),
         "best_epoch": report.best_epoch, "epochs_run": len(report.history), "val_metrics": report.val_metrics,
         "test_metrics": report.test_metrics, "history": report.history,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
