@@ -199,7 +199,15 @@ def test_publish_takes_the_sites_records_for_suites_missing_from_results(tree):
     assert "took the 1 published records of paper from leaderboards/site/suites/paper/records" in done.stdout
     assert "of paper-maps" not in done.stdout and "summarized" in done.stdout
     calls = [line.split()[2:] for line in (tree / "calls.log").read_text().splitlines() if line.startswith("start")]
-    assert ["leaderboard", "publish"] == calls[-1][:2] and "paper-busbrapre" in calls[-1]
+    # Only suites with records get a table and a place on the site; the others are named.
+    assert [c[1] for c in calls if c[0] == "leaderboard" and c[1] != "publish"] == ["paper", "paper-maps"]
+    publish = next(c for c in calls if c[:2] == ["leaderboard", "publish"])
+    assert publish[2:4] == ["paper", "paper-maps"] and "paper-busbrapre" not in publish
+    assert "no records of paper-busbrapre yet: no table, not on the site" in done.stdout
+    shutil.rmtree(tree / "results")
+    shutil.rmtree(tree / "leaderboards" / "site")
+    empty = _run(tree, STEPS="publish")
+    assert empty.returncode == 1 and "nothing to publish" in empty.stderr
 
 
 def _unpack(out: Path, into: Path) -> list[str]:

@@ -243,11 +243,19 @@ if has publish; then
       echo "took the $(ls "$site_records" | wc -l) published records of $suite$suffix from $site_records"
     fi
   done
+  # Tables and site for the suites that have records; one not run yet gets no empty table.
+  ran=()
   for suite in "${suites[@]}"; do
-    "$RB" leaderboard "$suite" "${scale_flag[@]}"
+    if compgen -G "results/$suite$suffix/records/*.json" > /dev/null; then
+      ran+=("$suite")
+      "$RB" leaderboard "$suite" "${scale_flag[@]}"
+    else
+      echo "no records of $suite$suffix yet: no table, not on the site"
+    fi
   done
-  "$RB" leaderboard publish "${suites[@]/%/$suffix}" --figure-format webp \
-    --title "robustbench_us: the study reproduced on BUSI, carried to BUS-BRA${suffix:+ (reduced CPU scale)}"
+  (( ${#ran[@]} )) || { echo "reproduce_paper.sh: nothing to publish: no suite has records under results/" >&2; exit 1; }
+  "$RB" leaderboard publish "${ran[@]/%/$suffix}" --figure-format webp \
+    --title "robustbench_us: the study reproduced on BUSI, carried to BUS-BRA (${suffix:+reduced CPU scale}${suffix:-full scale, 224 px})"
   PYBIN="$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python )"
   "$PYBIN" benchmarks/scripts/summarize_paper.py ${scale:+--scale "$scale"}
 fi
