@@ -272,3 +272,30 @@ def test_gpu_prepare_cuts_the_data_into_carries_that_gpu_finish_joins(tree):
     assert "joining 3 carried part(s)" in finished.stdout
     assert {p.name: p.read_bytes() for p in (tree / ".device" / "packs").iterdir()} == packs
     assert (tree / ".device" / "whl" / "jsonschema-0-py3-none-any.whl").read_bytes() == b"wheel"
+
+
+def test_gpu_finish_keeps_a_snapshot_while_it_runs(tree):
+    """Records, cards and logs of a moment ago sit in $OUT/snapshot.tar.gz until the final parts replace it."""
+    import tarfile
+    import time
+
+    (tree / "packs").mkdir()
+    (tree / "packs" / "busi-224px-x.rbpack").write_bytes(b"p")
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "RB": str(tree / "fake-rb"), "PACKS": "packs", "OUT": "out",
+           "SLOW_ON": "paper-busbra-native", "SNAPSHOT_EVERY": "1"}
+    proc = subprocess.Popen(["bash", str(tree / "benchmarks" / "scripts" / FINISH.name), "8"], cwd=tree, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    snapshot, seen = tree / "out" / "snapshot.tar.gz", []
+    deadline = time.monotonic() + 7
+    while time.monotonic() < deadline and proc.poll() is None:
+        if snapshot.is_file():
+            with tarfile.open(snapshot) as tar:
+                seen = tar.getnames()
+            if "checkpoints/paper/busi-resnet50-mtl-s2.json" in seen:
+                break
+        time.sleep(0.3)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 124, out + err
+    assert "checkpoints/paper/busi-resnet50-mtl-s2.json" in seen and not [n for n in seen if "/figures" in n]
+    assert not snapshot.exists() and list((tree / "out").glob("finish.tar.gz.part*"))

@@ -7,7 +7,8 @@
 #   2. MODELS=resnet50-mtl SEEDS="1 2" STEPS=train: the multi-task model's seed-1 and seed-2 cards.
 # Everything is stopped (SIGTERM: records already written stay) after DEADLINE seconds; a second
 # run on the same machine resumes the trainings and skips finished cells. Then whatever exists is
-# packed for the trip back: $OUT/finish.tar.gz.partNN (15 MiB parts; no weights).
+# packed for the trip back: $OUT/finish.tar.gz.partNN (15 MiB parts; no weights). Until then,
+# $OUT/snapshot.tar.gz holds the records, cards and logs of a minute ago.
 #
 #   benchmarks/scripts/gpu_finish.sh [DEADLINE]       # seconds, default 540
 #
@@ -65,6 +66,17 @@ setsid env MODELS=resnet50-mtl SEEDS="1 2" STEPS=train JOBS=2 \
   benchmarks/scripts/reproduce_paper.sh > "$out/cards.log" 2>&1 &
 cards=$!
 
+# Every minute, the small part (records, cards, logs; no figures) in one file, in case the
+# command is killed before the end: $OUT/snapshot.tar.gz.
+snapshot() {
+  local paths=() path
+  for path in results/logs results/paper-busbra-native results/paper-busbrapre checkpoints/paper/*.json; do
+    [[ -e "$path" ]] && paths+=("$path")
+  done
+  (( ${#paths[@]} )) || return 0
+  tar czf "$out/snapshot.tar.gz.tmp" --exclude='*.safetensors' --exclude='*.resume.pt' --exclude='*.tmp' \
+    --exclude='*/figures' "${paths[@]}" 2> /dev/null && mv "$out/snapshot.tar.gz.tmp" "$out/snapshot.tar.gz"
+}
 stopped=0 last=$SECONDS
 while kill -0 "$pretrain" 2> /dev/null || kill -0 "$cards" 2> /dev/null; do
   if (( SECONDS >= deadline )); then
@@ -78,9 +90,10 @@ while kill -0 "$pretrain" 2> /dev/null || kill -0 "$cards" 2> /dev/null; do
     stopped=1
     break
   fi
-  if (( SECONDS - last >= 60 )); then
+  if (( SECONDS - last >= ${SNAPSHOT_EVERY:-60} )); then
     last=$SECONDS
     say "records: $(find results -path '*/records/*.json' 2> /dev/null | wc -l); cards: $(ls checkpoints/paper/*.json 2> /dev/null | wc -l)"
+    snapshot
   fi
   sleep 2
 done
@@ -98,6 +111,7 @@ tar czf - --exclude='*.safetensors' --exclude='*.resume.pt' --exclude='*.tmp' "$
   | split -b 15m -d - "$out/finish.tar.gz.part"
 parts=("$out"/finish.tar.gz.part*)
 say "packed ${#parts[@]} part(s): $(du -ch "${parts[@]}" | tail -1 | cut -f1) in all"
+rm -f "$out/snapshot.tar.gz"  # the parts hold everything it held
 (( ${#parts[@]} <= 6 )) || echo "gpu_finish.sh: ${#parts[@]} parts; at most 8 files come back from a lent machine" >&2
 (( stopped )) && exit 124
 (( rc_pretrain == 0 && rc_cards == 0 ))
