@@ -404,7 +404,9 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
             order = torch.randperm(len(train), generator=generator)
             if len(order) % config.batch_size == 1 and len(order) > 1:
                 order = order[:-1]  # a batch of one breaks BatchNorm in training mode
-            sums = {"loss": 0.0, "cls_loss": 0.0, "seg_loss": 0.0}
+            # Summed on the device in float64 (what float() + Python's sum did, bit for bit), so that
+            # no batch waits for the GPU to finish the one before; read once per epoch.
+            sums = {key: torch.zeros((), dtype=torch.float64, device=device) for key in ("loss", "cls_loss", "seg_loss")}
             batches = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}", leave=False,
                            disable=not progress, unit="batch")
             for first in batches:
@@ -416,17 +418,18 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
                 with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                     logits, mask_logits = _forward_both(model, x)
                 loss, cls, seg = _losses(logits, mask_logits, y, masks, has_mask, config.seg_weight)
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"loss became {float(loss)} at epoch {epoch}; lower lr (now {config.lr}) "
-                                        "or disable amp.")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
                 for key, value in (("loss", loss), ("cls_loss", cls), ("seg_loss", seg)):
-                    sums[key] += float(value.detach()) * len(y)
+                    sums[key] += value.detach().double() * len(y)
+            totals = {k: float(v) for k, v in sums.items()}  # the epoch's one wait for the device
+            if not math.isfinite(totals["loss"]):  # a non-finite batch loss makes the sum non-finite
+                raise TrainingError(f"the training loss became {totals['loss']} in epoch {epoch}; lower lr (now "
+                                    f"{config.lr}) or disable amp.")
             row: dict[str, float] = {"epoch": epoch}
-            row |= {f"train_{k}": v / len(order) for k, v in sums.items()}
+            row |= {f"train_{k}": v / len(order) for k, v in totals.items()}
             row |= {f"val_{k}": v for k, v in _evaluate(model, val, config, device, use_amp).items()}
             row["seconds"] = time.perf_counter() - start
             history.append(row)

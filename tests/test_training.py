@@ -201,6 +201,39 @@ def test_same_seed_same_numbers(small):
     assert h1 != h3  # the seed drives the batch order
 
 
+def test_a_non_finite_loss_stops_training_with_the_epoch_and_the_fix(small):
+    class GoesNaN(SmallNet):
+        def forward_both(self, x):
+            logits, masks = super().forward_both(x)
+            return logits * float("nan"), masks
+
+    torch.manual_seed(0)
+    with pytest.raises(TrainingError, match=r"the training loss became nan in epoch 1; lower lr \(now 0.01\)"):
+        train_model(GoesNaN(), [(small, small.split(0))], replace(FAST, epochs=3), progress=False)
+
+
+def test_epoch_losses_are_the_mean_of_the_batch_losses(small, monkeypatch):
+    """The per-epoch train losses (summed on the device) equal the batch losses averaged on the host."""
+    seen = []
+    losses = training._losses
+
+    def record(*args, **kwargs):
+        out = losses(*args, **kwargs)
+        seen.append((float(out[0]), len(args[2])))
+        return out
+
+    monkeypatch.setattr(training, "_losses", record)
+    torch.manual_seed(0)
+    report = train_model(SmallNet(), [(small, small.split(0))], replace(FAST, epochs=1), progress=False)
+    n_train, count, total = len(small.split(0).train), 0, 0.0
+    for loss, n in seen:  # the training batches come first, then validation and test
+        if count == n_train:
+            break
+        total, count = total + loss * n, count + n
+    assert count == n_train and len(seen) > 2
+    assert report.history[0]["train_loss"] == total / n_train
+
+
 def test_early_stopping_restores_the_best_epoch(small):
     torch.manual_seed(0)
     model = SmallNet()
