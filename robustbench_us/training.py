@@ -118,6 +118,8 @@ class TrainReport:
 
 
 # --------------------------------------------------------------------------- data
+RESIDENT_BYTES = 4 << 30  # a training part up to this size is moved to the GPU once (BUSI at 224 px: 0.3 GB)
+
 @dataclass
 class _Part:
     """Images of one split part of all datasets, loaded once into tensors."""
@@ -130,6 +132,12 @@ class _Part:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.x, self.y, self.masks, self.has_mask, self.source))
+
+    def to(self, device: torch.device) -> _Part:
+        return _Part(*(t.to(device) for t in (self.x, self.y, self.masks, self.has_mask, self.source)))
 
 
 def _load_part(datasets: Sequence[tuple[Dataset, Split]], part: str, progress: bool) -> _Part:
@@ -368,6 +376,8 @@ def train_model(model: nn.Module, datasets: Sequence[tuple[Dataset, Split]], con
         logger.warning("model has a segmentation head but no training image has a mask; it is not trained")
 
     model.to(device)
+    if device.type == "cuda" and train.nbytes() <= RESIDENT_BYTES:
+        train = train.to(device)  # batches are then sliced on the GPU: no copy from the host per batch
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     generator = torch.Generator().manual_seed(config.seed)
