@@ -40,7 +40,8 @@ elif args[0] == "train":
         sys.exit("training diverged")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out + ".safetensors").write_bytes(b"w")
-    Path(out + ".json").write_text(json.dumps({"input_size": size, "init": "scratch"}))
+    Path(out + ".json").write_text(json.dumps({"input_size": size, "init": "scratch",
+                                               "sha256": os.environ.get("SHA", "new") + "-" + Path(out).name}))
 elif args[0] == "run" and args[1] == "paper-busbra-native":
     size = 64 if "--scale" in args else 224
     suffix = "-cpu" if "--scale" in args else ""
@@ -299,3 +300,36 @@ def test_gpu_finish_keeps_a_snapshot_while_it_runs(tree):
     assert proc.returncode == 124, out + err
     assert "checkpoints/paper/busi-resnet50-mtl-s2.json" in seen and not [n for n in seen if "/figures" in n]
     assert not snapshot.exists() and list((tree / "out").glob("finish.tar.gz.part*"))
+
+
+def _record(folder: Path, name: str, sha: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps({"cell_id": name, "provenance": {"checkpoint_sha256": sha}}))
+
+
+def test_a_retrained_card_does_not_replace_one_that_published_records_were_measured_with(tree):
+    cards = tree / "leaderboards" / "models" / "paper"
+    cards.mkdir(parents=True)
+    published = {"input_size": 224, "sha256": "old-busi-resnet50-s0"}
+    (cards / "busi-resnet50-s0.json").write_text(json.dumps(published))
+    _record(tree / "leaderboards" / "site" / "suites" / "paper" / "records", "cell-a", "old-busi-resnet50-s0")
+    (tree / "benchmarks" / "scripts" / "summarize_paper.py").write_text("print('summarized')\n")
+
+    done = _run(tree, STEPS="train", MODELS="resnet50", SEEDS="0")  # a new machine retrains seed 0
+    assert done.returncode == 0, done.stderr
+    assert json.loads((cards / "busi-resnet50-s0.json").read_text()) == published
+    assert "kept the published leaderboards/models/paper/busi-resnet50-s0.json (1 records were measured" in done.stdout
+    # Publishing the same records again keeps it too.
+    again = _run(tree, STEPS="publish")
+    assert again.returncode == 0 and json.loads((cards / "busi-resnet50-s0.json").read_text()) == published
+    # A full rerun measured its cells again with the new weights: publishing now publishes the new card.
+    shutil.rmtree(tree / "results")
+    _record(tree / "results" / "paper" / "records", "cell-a", "new-busi-resnet50-s0")
+    rerun = _run(tree, STEPS="publish")
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads((cards / "busi-resnet50-s0.json").read_text())["sha256"] == "new-busi-resnet50-s0"
+    # REPLACE_CARDS=1 replaces a card even while records were measured with it.
+    (cards / "busi-resnet50-s0.json").write_text(json.dumps(published))
+    forced = _run(tree, STEPS="train", MODELS="resnet50", SEEDS="0", REPLACE_CARDS="1")
+    assert forced.returncode == 0
+    assert json.loads((cards / "busi-resnet50-s0.json").read_text())["sha256"] == "new-busi-resnet50-s0"

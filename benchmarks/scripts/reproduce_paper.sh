@@ -26,6 +26,8 @@
 #   JOBS                 trainings / suites run at once (default 1; 3–4 fill one large GPU)
 #   AMP                  1: train BUSI models with mixed precision (CUDA; default 1 at full scale)
 #   EPOCHS               cap every BUSI training at this many epochs (a quick trial; the cards record it)
+#   REPLACE_CARDS        1: publish a retrained card even where published records were measured with the
+#                        weights of the card it replaces (by default that card is kept, and the script says so)
 #   RB                   the command (default .venv/bin/robustbench-us, else robustbench-us)
 #
 # Re-running is cheap: existing checkpoints are kept (delete checkpoints/paper/ to retrain)
@@ -114,17 +116,41 @@ finish() {
   fi
 }
 
-publish_cards() {  # publish_cards CARD...: copy the cards trained at this scale's size into $cards
-  local f
-  for f in "$@"; do
-    [[ -f "$f" ]] || continue
-    if python3 -c 'import json, sys; sys.exit(int(json.load(open(sys.argv[1])).get("input_size", 0)) != int(sys.argv[2]))' \
-        "$f" "$size"; then
-      cp "$f" "$cards/"
-    else
-      echo "not published here (trained at another size): $f"
-    fi
-  done
+publish_cards() {  # publish_cards "FOLDER..." CARD...: copy the cards trained at this scale's size into $cards
+  # A published card is not replaced by another model's card while a record under FOLDER/*/records/
+  # was measured with its weights (a retrained seed 0 beside the published records); REPLACE_CARDS=1
+  # replaces it anyway.
+  python3 - "$size" "$cards" "${REPLACE_CARDS:-0}" "$@" <<'PY'
+import glob, json, shutil, sys
+from pathlib import Path
+
+size, cards, replace = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"
+folders, new = sys.argv[4].split(), sys.argv[5:]
+measured = {}
+for folder in folders:
+    for path in glob.glob(f"{folder}/*/records/*.json"):
+        try:
+            sha = (json.loads(Path(path).read_text()).get("provenance") or {}).get("checkpoint_sha256")
+        except (OSError, ValueError):
+            continue
+        if sha:
+            measured[sha] = measured.get(sha, 0) + 1
+for card in map(Path, new):
+    if not card.is_file():
+        continue
+    info = json.loads(card.read_text())
+    if int(info.get("input_size") or 0) != int(size):
+        print(f"not published here (trained at another size): {card}")
+        continue
+    target = cards / card.name
+    old = json.loads(target.read_text()).get("sha256") if target.is_file() else None
+    if old and old != info.get("sha256") and measured.get(old) and not replace:
+        print(f"kept the published {target} ({measured[old]} records were measured with its weights, sha256 "
+              f"{old[:12]}…); {card} (sha256 {str(info.get('sha256'))[:12]}…) is not published. REPLACE_CARDS=1 "
+              "replaces it, once those records are measured again with the new weights.")
+        continue
+    shutil.copyfile(card, target)
+PY
 }
 train_busi() {  # train_busi MODEL SEED
   local model="$1" seed="$2" out="$ckpt/busi-$(slug "$1")-s$2" extra=()
@@ -208,7 +234,7 @@ if has joint; then
       "${train_args[@]}" --seed "$seed" --split-seed 0 --out "$out" --no-progress
   done
   finish
-  publish_cards "$ckpt"/busi+busbra-*.json
+  publish_cards "results leaderboards/site/suites" "$ckpt"/busi+busbra-*.json
 fi
 
 # The control for `joint`: BUSI alone, 4× the epochs and the patience (the same number of
@@ -229,7 +255,7 @@ if has control; then
 fi
 
 # Model cards (sha256, recipe, val/test metrics) are published; the weights stay local.
-publish_cards "$ckpt"/busi-*.json
+publish_cards "results leaderboards/site/suites" "$ckpt"/busi-*.json
 
 suites=("${all_suites[@]}")
 if has publish; then
@@ -243,6 +269,9 @@ if has publish; then
       echo "took the $(ls "$site_records" | wc -l) published records of $suite$suffix from $site_records"
     fi
   done
+  # results/ now holds exactly the records about to be published: a card whose old weights none of
+  # them was measured with gives way to the newly trained one (a full rerun on a new machine).
+  publish_cards "results" "$ckpt"/busi-*.json
   # Tables and site for the suites that have records; one not run yet gets no empty table.
   ran=()
   for suite in "${suites[@]}"; do
