@@ -17,7 +17,6 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -226,11 +225,7 @@ class SuiteRunner:
                 card = {"architecture": entry.name, "model_options": entry.options, "input_size": input_size,
                         "dataset": dataset_entry.name,
                         "dataset_manifest": manifest, "split_seed": dataset_entry.split_seed,
-                        "recipe": settings, "init": info["model_init"], "device": str(self.device),
-                        "torch_threads": torch.get_num_threads(),
-                        "best_epoch": report.best_epoch, "epochs_run": len(report.history),
-                        "val_metrics": report.val_metrics, "test_metrics": report.test_metrics,
-                        "history": report.history, "created": datetime.now(UTC).isoformat(timespec="seconds")}
+                        "recipe": settings, "init": info["model_init"]} | report.card_fields(self.device)
                 card["sha256"] = save_checkpoint(model, path, card)
             info |= {"checkpoint_sha256": card.get("sha256"), "checkpoint": f"{path}.safetensors",
                      "train_test_metrics": card.get("test_metrics")}

@@ -16,7 +16,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,12 @@ class TrainReport:
     val_metrics: dict[str, float] = field(default_factory=dict)
     test_metrics: dict[str, float] = field(default_factory=dict)
 
+    def card_fields(self, device: str | torch.device) -> dict[str, Any]:
+        """What a model card says about this training (``robustbench-us train``'s and the runner's alike)."""
+        return {"device": str(device), "torch_threads": torch.get_num_threads(), "best_epoch": self.best_epoch,
+                "epochs_run": len(self.history), "val_metrics": self.val_metrics, "test_metrics": self.test_metrics,
+                "history": self.history, "created": datetime.now(UTC).isoformat(timespec="seconds")}
+
 
 # --------------------------------------------------------------------------- data
 RESIDENT_BYTES = 4 << 30  # a training part up to this size is moved to the GPU once (BUSI at 224 px: 0.3 GB)
@@ -133,11 +140,14 @@ class _Part:
     def __len__(self) -> int:
         return len(self.y)
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.x, self.y, self.masks, self.has_mask, self.source))
+        return sum(t.numel() * t.element_size() for t in self.tensors())
 
     def to(self, device: torch.device) -> _Part:
-        return _Part(*(t.to(device) for t in (self.x, self.y, self.masks, self.has_mask, self.source)))
+        return _Part(*(t.to(device) for t in self.tensors()))
 
 
 def _load_part(datasets: Sequence[tuple[Dataset, Split]], part: str, progress: bool) -> _Part:

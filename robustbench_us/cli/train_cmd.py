@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from robustbench_us.cli.options import key_value
@@ -121,12 +120,8 @@ def run(args: argparse.Namespace) -> int:
         "dataset_manifest": described[0]["manifest"] if len(described) == 1 else
         [d["manifest"] for d in described],
         "split_seed": args.split_seed, "recipe": config.to_dict(), "init": init,
-        "init_sha256": None if init_card is None else init_card.get("sha256"), "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "best_epoch": report.best_epoch, "epochs_run": len(report.history), "val_metrics": report.val_metrics,
-        "test_metrics": report.test_metrics, "history": report.history,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+        "init_sha256": None if init_card is None else init_card.get("sha256"),
+    } | report.card_fields(device)
     sha256 = save_checkpoint(model, args.out, card)
     weights, card_path = checkpoint_paths(args.out)
     out = sys.stdout
