@@ -149,24 +149,29 @@ def _place_figure(source: Path, target: Path, figure_format: str) -> None:
         image.convert("RGB").save(target, format="WEBP", quality=WEBP_QUALITY, method=4)
 
 
-def _published_figure(rec: dict[str, Any], published: Path | None, figure: str, target: PurePosixPath) -> Path | None:
-    """The figure this very record already has on the site being replaced, or None.
+def _file_inside(root: Path | None, relative: str | PurePosixPath) -> Path | None:
+    """``root / relative`` if it is a file that does not lead out of ``root``, else None."""
+    if root is None:
+        return None
+    candidate = (root / relative).resolve()
+    return candidate if root.resolve() in candidate.parents and candidate.is_file() else None
 
-    Used when the results folder lacks the figure (a fresh checkout holds the site's
-    records but not the run's PNGs): the earlier site's copy is kept only if the site
-    holds the same record (same cell id and integrity hash), so a figure never outlives
-    the numbers it was drawn from.
+
+def _published_figures(rec: dict[str, Any], published: Path | None) -> list[str]:
+    """The figures of this very record on the site being replaced (same cell id and integrity), else none.
+
+    Used when the results folder lacks a figure (a fresh checkout holds the site's records
+    but not the run's PNGs): a figure never outlives the numbers it was drawn from.
     """
     if published is None or not rec.get("integrity"):
-        return None
+        return []
     try:
         old = json.loads((published / "records" / f"{rec['cell_id']}.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    if not isinstance(old, dict) or old.get("integrity") != rec["integrity"] or figure not in (old.get("figures") or []):
-        return None
-    candidate = (published / target).resolve()
-    return candidate if published.resolve() in candidate.parents and candidate.is_file() else None
+        return []
+    if not isinstance(old, dict) or old.get("integrity") != rec["integrity"]:
+        return []
+    return list(old.get("figures") or [])
 
 
 def _copy_figures(rec: dict[str, Any], suite_results: Path | None, suite_out: Path,
@@ -177,19 +182,19 @@ def _copy_figures(rec: dict[str, Any], suite_results: Path | None, suite_out: Pa
     in the site being replaced) when that site holds the same record.
     """
     links = []
+    earlier: list[str] | None = None  # read once, and only if the results folder lacks a figure
     for figure in rec.get("figures") or []:
         label = PurePosixPath(figure).stem.replace("_", " ")
         name = PurePosixPath(figure).name
         if figure_format != "png":
             name = f"{PurePosixPath(name).stem}.{figure_format}"
         target = PurePosixPath("figures") / slug(rec["cell_id"]) / slug(name)
-        source, kept = None, None
-        if suite_results is not None:
-            candidate = (suite_results / figure).resolve()
-            if suite_results.resolve() in candidate.parents and candidate.is_file():
-                source = candidate
+        source = _file_inside(suite_results, figure)
+        kept = None
         if source is None:
-            kept = _published_figure(rec, published, figure, target)
+            if earlier is None:
+                earlier = _published_figures(rec, published)
+            kept = _file_inside(published, target) if figure in earlier else None
         if source is None and kept is None:
             links.append((label, None))
             continue
