@@ -67,9 +67,13 @@ def tree(tmp_path):
     return tmp_path
 
 
-def _run(tree: Path, *args: str, script: Path = SCRIPT, **env: str) -> subprocess.CompletedProcess:
+def _environ(tree: Path, **env: str) -> dict[str, str]:
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # `python` is this Python
-    environ = {**os.environ, "PATH": path, "RB": str(tree / "fake-rb"), "JOBS": "3", **env}
+    return {**os.environ, "PATH": path, "RB": str(tree / "fake-rb"), "JOBS": "3", **env}
+
+
+def _run(tree: Path, *args: str, script: Path = SCRIPT, **env: str) -> subprocess.CompletedProcess:
+    environ = _environ(tree, **env)
     return subprocess.run(["bash", str(tree / "benchmarks" / "scripts" / script.name), *args], cwd=tree,
                           env=environ, capture_output=True, text=True, timeout=120)
 
@@ -282,9 +286,7 @@ def test_gpu_finish_keeps_a_snapshot_while_it_runs(tree):
 
     (tree / "packs").mkdir()
     (tree / "packs" / "busi-224px-x.rbpack").write_bytes(b"p")
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "PATH": path, "RB": str(tree / "fake-rb"), "PACKS": "packs", "OUT": "out",
-           "SLOW_ON": "paper-busbra-native", "SNAPSHOT_EVERY": "1"}
+    env = _environ(tree, PACKS="packs", OUT="out", SLOW_ON="paper-busbra-native", SNAPSHOT_EVERY="1")
     proc = subprocess.Popen(["bash", str(tree / "benchmarks" / "scripts" / FINISH.name), "8"], cwd=tree, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     snapshot, seen = tree / "out" / "snapshot.tar.gz", []

@@ -66,16 +66,24 @@ setsid env MODELS=resnet50-mtl SEEDS="1 2" STEPS=train JOBS=2 \
   benchmarks/scripts/reproduce_paper.sh > "$out/cards.log" 2>&1 &
 cards=$!
 
+# What comes back: everything these jobs write but weights and resume states.
+pack() {  # pack TAR-OPTION...: a gzipped tar of the outputs that exist so far, to standard output
+  local paths=() path
+  for path in results/logs results/paper-busbra-native results/paper-busbrapre checkpoints/paper/*.json \
+      leaderboards/models/paper; do
+    [[ -e "$path" ]] && paths+=("$path")
+  done
+  (( ${#paths[@]} )) || return 1
+  tar czf - --exclude='*.safetensors' --exclude='*.resume.pt' --exclude='*.tmp' "$@" "${paths[@]}"
+}
 # Every minute, the small part (records, cards, logs; no figures) in one file, in case the
 # command is killed before the end: $OUT/snapshot.tar.gz.
 snapshot() {
-  local paths=() path
-  for path in results/logs results/paper-busbra-native results/paper-busbrapre checkpoints/paper/*.json; do
-    [[ -e "$path" ]] && paths+=("$path")
-  done
-  (( ${#paths[@]} )) || return 0
-  tar czf "$out/snapshot.tar.gz.tmp" --exclude='*.safetensors' --exclude='*.resume.pt' --exclude='*.tmp' \
-    --exclude='*/figures' "${paths[@]}" 2> /dev/null && mv "$out/snapshot.tar.gz.tmp" "$out/snapshot.tar.gz"
+  if pack --exclude='*/figures' > "$out/snapshot.tar.gz.tmp" 2> /dev/null; then
+    mv "$out/snapshot.tar.gz.tmp" "$out/snapshot.tar.gz"
+  else
+    rm -f "$out/snapshot.tar.gz.tmp"
+  fi
 }
 stopped=0 last=$SECONDS
 while kill -0 "$pretrain" 2> /dev/null || kill -0 "$cards" 2> /dev/null; do
@@ -101,14 +109,10 @@ wait "$pretrain"; rc_pretrain=$?
 wait "$cards"; rc_cards=$?
 say "pretrain+busbrapre rc=$rc_pretrain, cards rc=$rc_cards (logs: $out/pretrain.log, $out/cards.log, results/logs/)"
 
-# Everything but weights and resume states, in parts small enough to come back.
+# Everything, in parts small enough to come back.
 shopt -s nullglob
-take=(results/logs results/paper-busbra-native results/paper-busbrapre checkpoints/paper/*.json leaderboards/models/paper)
-present=()
-for path in "${take[@]}"; do [[ -e "$path" ]] && present+=("$path"); done
 rm -f "$out"/finish.tar.gz.part*
-tar czf - --exclude='*.safetensors' --exclude='*.resume.pt' --exclude='*.tmp' "${present[@]}" \
-  | split -b 15m -d - "$out/finish.tar.gz.part"
+pack | split -b 15m -d - "$out/finish.tar.gz.part"
 parts=("$out"/finish.tar.gz.part*)
 say "packed ${#parts[@]} part(s): $(du -ch "${parts[@]}" | tail -1 | cut -f1) in all"
 rm -f "$out/snapshot.tar.gz"  # the parts hold everything it held

@@ -73,21 +73,23 @@ ckpt=checkpoints/paper
 cards="leaderboards/models/paper${suffix}"
 logs=results/logs
 mkdir -p "$ckpt" "$cards" "$logs"
-all_models=(resnet50 resnet50-mtl timm:convnext_atto)
-read -ra models <<< "${MODELS:-${all_models[*]}}"
-for model in "${models[@]}"; do
-  [[ " ${all_models[*]} " == *" $model "* ]] || {
-    echo "reproduce_paper.sh: MODELS names '$model'; the suites evaluate only: ${all_models[*]}" >&2; exit 2; }
-done
-all_suites=(paper paper-maps paper-busbra paper-busbra-native paper-busbrapre)
-read -ra run_suites <<< "${SUITES:-${all_suites[*]}}"
-for suite in "${run_suites[@]}"; do
-  [[ " ${all_suites[*]} " == *" $suite "* ]] || {
-    echo "reproduce_paper.sh: SUITES names '$suite'; the suites are: ${all_suites[*]}" >&2; exit 2; }
-done
-(( ${#models[@]} )) || { echo "reproduce_paper.sh: MODELS is empty; name at least one of: ${all_models[*]}" >&2; exit 2; }
 slug() { echo "${1#timm:}"; }
-has() { [[ " $STEPS " == *" $1 "* ]]; }
+contains() { local word="$1"; shift; [[ " $* " == *" $word "* ]]; }  # contains WORD LIST...
+has() { contains "$1" $STEPS; }
+only_from() {  # only_from VAR WHAT ALLOWED...: exit 2 unless every word of $VAR is one of ALLOWED
+  local var="$1" what="$2" name
+  shift 2
+  for name in ${!var:-}; do
+    contains "$name" "$@" || { echo "reproduce_paper.sh: $var names '$name'; $what: $*" >&2; exit 2; }
+  done
+}
+all_models=(resnet50 resnet50-mtl timm:convnext_atto)
+all_suites=(paper paper-maps paper-busbra paper-busbra-native paper-busbrapre)
+only_from MODELS "the suites evaluate only" "${all_models[@]}"
+only_from SUITES "the suites are" "${all_suites[@]}"
+read -ra models <<< "${MODELS:-${all_models[*]}}"
+read -ra run_suites <<< "${SUITES:-${all_suites[*]}}"
+(( ${#models[@]} )) || { echo "reproduce_paper.sh: MODELS is empty; name at least one of: ${all_models[*]}" >&2; exit 2; }
 
 # Jobs run JOBS at a time, in the order started; each logs to results/logs/<name>.log.
 # `await NAME...` waits for those jobs; `finish` waits for all and fails naming the failed ones.
@@ -172,7 +174,7 @@ train_jobs() {  # train_jobs SEED...: start the BUSI trainings of these seeds th
 }
 suite_job() { start "suite-$1$suffix" "$RB" run "$1" "${scale_flag[@]}" --no-progress; }
 suite_step() {  # suite_step SUITE: the suites step's job for SUITE, unless SUITES leaves it out
-  if [[ " ${run_suites[*]} " == *" $1 "* ]]; then suite_job "$1"; else echo "skip suite $1 (not in SUITES)"; fi
+  if contains "$1" "${run_suites[@]}"; then suite_job "$1"; else echo "skip suite $1 (not in SUITES)"; fi
 }
 
 # Toward the AUC ≥ 0.93 target with public ultrasound only (no ImageNet here): the
@@ -257,12 +259,11 @@ fi
 # Model cards (sha256, recipe, val/test metrics) are published; the weights stay local.
 publish_cards "results leaderboards/site/suites" "$ckpt"/busi-*.json
 
-suites=("${all_suites[@]}")
 if has publish; then
   # Suites published earlier whose records this checkout's results/ lacks (a fresh clone, a GPU run
   # that brought back only new suites): republish the site's own records. Their figures are kept
   # from the site for every unchanged record (leaderboard publish checks each record's integrity).
-  for suite in "${suites[@]}"; do
+  for suite in "${all_suites[@]}"; do
     site_records="leaderboards/site/suites/$suite$suffix/records" records="results/$suite$suffix/records"
     if compgen -G "$site_records/*.json" > /dev/null && ! compgen -G "$records/*.json" > /dev/null; then
       mkdir -p "$records" && cp "$site_records"/*.json "$records/"
@@ -274,7 +275,7 @@ if has publish; then
   publish_cards "results" "$ckpt"/busi-*.json
   # Tables and site for the suites that have records; one not run yet gets no empty table.
   ran=()
-  for suite in "${suites[@]}"; do
+  for suite in "${all_suites[@]}"; do
     if compgen -G "results/$suite$suffix/records/*.json" > /dev/null; then
       ran+=("$suite")
       "$RB" leaderboard "$suite" "${scale_flag[@]}"
