@@ -1,12 +1,14 @@
 # Two commands on a fresh machine (see README.md):
 #   make demo   set up .venv and run the default suite on the built-in phantom, writing its leaderboard
-#   make test   set up .venv (with test extras) and run the tests
+#   make test   set up .venv (with test extras) and run the tests, except those marked slow
+# and, for CI (.ci/run runs both):
+#   make test-slow   the slow end-to-end tests only (minutes: real trainings, fresh interpreters, pip)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: demo test setup setup-test clean-results reliability-doc
+.PHONY: demo test test-slow setup setup-test clean-results reliability-doc
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,15 +28,20 @@ setup-test: $(BIN)/python
 demo: setup
 	$(BIN)/robustbench-us run default
 
+# pyproject's addopts leave out the tests marked slow; a later -m replaces that selection.
 test: setup-test
 	$(BIN)/python -m pytest
+
+test-slow: setup-test
+	$(BIN)/python -m pytest -m slow
 
 clean-results:
 	rm -rf results
 
-# docs/reliability.md is written by the tests that inject the faults and bad inputs (counts from that run).
+# docs/reliability.md is written by the tests that inject the faults and bad inputs (counts from that run),
+# the slow ones included.
 RELIABILITY_TESTS := tests/test_store.py tests/test_faults.py tests/test_runner.py tests/test_interrupts.py \
 	tests/test_suite_fuzz.py tests/test_checkpoints.py tests/test_data_io.py tests/test_datasets_folder.py \
 	tests/test_plugins.py tests/test_site.py
 reliability-doc: setup-test
-	$(BIN)/python -m pytest -q $(RELIABILITY_TESTS) --reliability-doc docs/reliability.md
+	$(BIN)/python -m pytest -q -m "slow or not slow" $(RELIABILITY_TESTS) --reliability-doc docs/reliability.md

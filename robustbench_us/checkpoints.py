@@ -58,8 +58,11 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    from robustbench_us.store import temp_prefix
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Tagged with this writer, so a later run removes it if this process is killed mid-write.
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

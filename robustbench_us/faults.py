@@ -10,13 +10,17 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from robustbench_us.errors import RobustBenchError
-
 logger = logging.getLogger(__name__)
 
 
-class CellTimeout(RobustBenchError):
-    """A plugin ran past the suite's ``cell_timeout``."""
+class CellTimeout(BaseException):
+    """A plugin ran past the suite's ``cell_timeout``.
+
+    Derived from ``BaseException`` (like ``KeyboardInterrupt``), not from
+    :class:`~robustbench_us.errors.RobustBenchError`: plugin code that retries through
+    ``except Exception`` must not swallow the interruption and run on unbounded. The
+    runner catches it by name and records the cell as failed.
+    """
 
 
 class BatchSizer:
@@ -59,7 +63,8 @@ def time_limit(seconds: float | None, what: str) -> Iterator[None]:
     """Raise :class:`CellTimeout` in this thread if the block runs longer than ``seconds``.
 
     Uses ``SIGALRM``, so it works only in the main thread on POSIX; elsewhere (or with
-    ``seconds`` None) the block runs without a limit.
+    ``seconds`` None) the block runs without a limit. Limits do not nest: an inner block
+    would cancel the outer one's timer, so callers limit one plugin call at a time.
     """
     usable = seconds and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
     if not usable:

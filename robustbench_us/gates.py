@@ -28,11 +28,13 @@ from typing import Any
 
 from robustbench_us.records import Status
 from robustbench_us.store import atomic_write_text
-from robustbench_us.suite import Threshold
+# The threshold format and its validation live with the suite loader, which checks them before any work;
+# this module only imports them (the suite module never imports this one).
+from robustbench_us.suite import WHERE_KEYS, Threshold, check_where
 
-# Keys a ``where`` table may select on: the cell's configuration as records store it.
-WHERE_KEYS = ("dataset", "model", "explainer", "attack", "eps", "eps_grey", "region", "part", "split_seed",
-              "image_size", "n_images", "seed", "model_name", "attack_name")
+__all__ = ["WHERE_KEYS", "GateResult", "Threshold", "cell_matches", "check_where", "evaluate_thresholds", "failed",
+           "junit_tree", "summary_line", "threshold_label", "write_junit"]
+
 # A suite's model and attack are named two ways: ``model`` is "name@size" when input_size is set and
 # ``attack`` is the display label; the plain plugin names match too.
 _ALIASES = {"model": ("model", "model_name"), "attack": ("attack", "attack_name")}
@@ -76,21 +78,6 @@ def _show(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_show(v) for v in value) + "]"
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def check_where(threshold: Threshold) -> str | None:
-    """Why a threshold's ``where`` table or ``op`` cannot be used, or None (suite loaders may call it early)."""
-    if threshold.op not in _OPS:
-        return f"op {threshold.op!r} is not one of {', '.join(_OPS)}"
-    for key, value in threshold.where.items():
-        if key not in WHERE_KEYS:
-            close = difflib.get_close_matches(key, WHERE_KEYS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            return f"where key {key!r} is not a cell setting. Allowed: {', '.join(WHERE_KEYS)}.{hint}"
-        values = value if isinstance(value, list) else [value]
-        if not values or any(isinstance(v, (dict, list)) for v in values):
-            return f"where.{key} = {value!r}: give a value or a non-empty list of values"
-    return None
 
 
 def _same(key: str, wanted: Any, actual: Any) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,42 @@ def records_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return frame.sort_values(SORT_KEY, kind="stable").reset_index(drop=True)
 
 
+def markdown_text(text: Any) -> str:
+    """``text`` safe to put in Markdown that viewers render: no live HTML (``& < >`` as entities)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def markdown_cell(text: Any) -> str:
+    """``text`` safe inside a Markdown table cell: no live HTML, no ``|`` or line break ending the cell."""
+    return markdown_text(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+# A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def csv_text(value: Any) -> Any:
+    """A text cell a spreadsheet shows as text: a leading ``'`` when it would start a formula; numbers as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.match(value):
+        return "'" + value
+    return value
+
+
+def _csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if not text_columns:
+        return frame
+    out = frame.copy()
+    for column in text_columns:
+        out[column] = out[column].map(csv_text)
+    return out
+
+
 def _markdown(frame: pd.DataFrame, suite: str, records: Sequence[dict[str, Any]], notes: str) -> str:
-    # Intervals ride along in brackets; the CSV keeps every metric and the cell id.
+    # Intervals ride along in brackets; the CSV keeps every metric and the cell id. Every
+    # text (names, labels, notes) comes from suite files and plugins, so none of it may
+    # carry HTML into a viewer that renders the page.
     shown = [c for c in frame.columns if c in CONFIG_COLUMNS or c in HEADLINE]
 
     def fmt(column: str, value: Any) -> str:
@@ -54,18 +89,18 @@ def _markdown(frame: pd.DataFrame, suite: str, records: Sequence[dict[str, Any]]
             if math.isnan(value):
                 return "–"
             return f"{value:.4g}" if column == "eps" else f"{value:.3f}"
-        return str(value).replace("|", "\\|")
+        return markdown_cell(value)
 
-    lines = [f"# Leaderboard: {suite}", ""]
+    lines = [f"# Leaderboard: {markdown_text(suite)}", ""]
     if notes:
-        lines += [notes, ""]
+        lines += [markdown_text(notes), ""]
     failed = sum(1 for r in records if r["status"] == Status.FAILED)
     invalid = sum(1 for r in records if r["status"] == Status.INVALID)
     lines += [f"{len(frame)} cells ({failed} failed, {invalid} invalid, not shown); {SORT_DESCRIPTION}. "
               "Accuracy-type metrics show the point estimate and, in brackets, the bootstrap 95 % interval "
               "where the records carry one. Generated from the records by `robustbench-us leaderboard` — "
               "do not edit.", ""]
-    lines.append("| " + " | ".join(shown) + " |")
+    lines.append("| " + " | ".join(markdown_cell(c) for c in shown) + " |")
     lines.append("|" + "---|" * len(shown))
     for _, row in frame.iterrows():
         cells = []
@@ -85,6 +120,6 @@ def write_leaderboard(records: Sequence[dict[str, Any]], suite: str, out_dir: st
     out = Path(out_dir)
     frame = records_frame(records)
     csv_path, md_path = out / f"{suite}.csv", out / f"{suite}.md"
-    atomic_write_text(csv_path, frame.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(csv_path, _csv_frame(frame).to_csv(index=False, float_format="%.6g"))
     atomic_write_text(md_path, _markdown(frame, suite, records, notes))
     return [csv_path, md_path]

@@ -257,14 +257,18 @@ def explanation_per_image(maps_clean: Tensor, maps_adv: Tensor, *, topk: float =
 
 @torch.no_grad()
 def explanation_metrics(maps_clean: Tensor, maps_adv: Tensor, flipped: Tensor, *, masks: Tensor | None = None,
-                        topk: float = 0.1, per_image: dict[str, Tensor] | None = None) -> dict[str, float]:
+                        topk: float = 0.1, per_image: dict[str, Tensor] | None = None,
+                        correct: Tensor | None = None) -> dict[str, float]:
     """How far the heatmaps moved: centroid shift, Spearman, top-k intersection, lesion mass.
 
     Each of ``centroid_px``, ``centroid_frac`` (of the image diagonal ``√(H²+W²)``),
     ``spearman`` and ``topk_intersection`` is the mean over all images and, with the
     suffix ``_kept``, over the images whose predicted label did not flip (nan if none).
     ``n_kept`` counts those images (``per_image``: :func:`explanation_per_image`'s result, when
-    the caller has it). With lesion ``masks``: ``mass_in_lesion_clean`` and
+    the caller has it). With ``correct`` (the clean prediction was right), the suffix
+    ``_kept_correct`` and ``n_kept_correct`` give the same over images classified correctly
+    whose label held: the study's Fig. 2, where the diagnosis is right, stays right, and the
+    heatmap moves. With lesion ``masks``: ``mass_in_lesion_clean`` and
     ``mass_in_lesion_adv``, means over images whose mask is non-empty.
     """
     n = maps_clean.shape[0]
@@ -275,6 +279,11 @@ def explanation_metrics(maps_clean: Tensor, maps_adv: Tensor, flipped: Tensor, *
     result = {key: _nanmean(values) for key, values in per_image.items()}
     result |= {f"{key}_kept": _nanmean(values[kept]) for key, values in per_image.items()}
     result["n_kept"] = float(kept.sum())
+    if correct is not None:
+        _check(correct.shape == (n,), f"correct must be [N] = [{n}] booleans; got {tuple(correct.shape)}.")
+        both = kept & correct.bool().to(maps_clean.device)
+        result |= {f"{key}_kept_correct": _nanmean(values[both]) for key, values in per_image.items()}
+        result["n_kept_correct"] = float(both.sum())
     if masks is not None:
         masks = masks.to(maps_clean.device)
         result["mass_in_lesion_clean"] = _nanmean(mass_in_region_per_image(maps_clean, masks))
@@ -283,6 +292,33 @@ def explanation_metrics(maps_clean: Tensor, maps_adv: Tensor, flipped: Tensor, *
 
 
 # ----------------------------------------------------------- segmentation
+@torch.no_grad()
+def confidence_metrics(logits_clean: Tensor, logits_adv: Tensor) -> dict[str, float]:
+    """How much the model's confidence in its own clean diagnosis changed where that diagnosis held.
+
+    ``confidence_change_kept``: mean, over images whose predicted label did not flip, of
+    p_adv(clean prediction) − p_clean(clean prediction) (negative: less sure; nan if none).
+    """
+    pred = logits_clean.argmax(1)
+    p_clean = logits_clean.double().softmax(1).gather(1, pred[:, None])[:, 0]
+    p_adv = logits_adv.double().softmax(1).gather(1, pred[:, None])[:, 0]
+    kept = logits_adv.argmax(1) == pred
+    return {"confidence_change_kept": _nanmean((p_adv - p_clean)[kept])}
+
+
+def rounding_metrics(pred_clean: Tensor, pred_unrounded: Tensor, pred_rounded: Tensor) -> dict[str, float]:
+    """What rounding the adversarial images to 8 bits did to the attack's flips.
+
+    ``flip_rate_unrounded``: the flip rate before rounding; ``flips_surviving_rounding``:
+    the share of those flips still flipped after it (nan when there were none).
+    """
+    flipped = pred_unrounded != pred_clean
+    survived = flipped & (pred_rounded != pred_clean)
+    n = int(flipped.sum())
+    return {"flip_rate_unrounded": float(flipped.double().mean()),
+            "flips_surviving_rounding": float(survived.sum()) / n if n else math.nan}
+
+
 @torch.no_grad()
 def dice_per_image(seg_logits: Tensor, masks: Tensor) -> Tensor:
     """[N] Dice of the thresholded mask head (logit > 0) against the true mask; 1 when both are empty."""
@@ -340,6 +376,15 @@ METRIC_DESCRIPTIONS: dict[str, str] = {
     "spearman_kept": "Spearman correlation over images whose label did not flip",
     "topk_intersection_kept": "top-k intersection over images whose label did not flip",
     "n_kept": "number of images whose label did not flip",
+    "centroid_px_kept_correct": "centroid distance (pixels) over correctly classified images whose label held",
+    "centroid_frac_kept_correct": "centroid distance (fraction of diagonal) over correctly classified images "
+                                  "whose label held (the study's Fig. 2)",
+    "spearman_kept_correct": "Spearman correlation over correctly classified images whose label held",
+    "topk_intersection_kept_correct": "top-k intersection over correctly classified images whose label held",
+    "n_kept_correct": "number of correctly classified images whose label held",
+    "confidence_change_kept": "mean change of p(clean diagnosis) where the label held (negative: less sure)",
+    "flip_rate_unrounded": "flip rate before the adversarial images were rounded to 8 bits (quantize = uint8)",
+    "flips_surviving_rounding": "share of the unrounded flips still flipped after rounding to 8 bits",
     "mass_in_lesion_clean": "share of clean heatmap mass inside the lesion mask",
     "mass_in_lesion_adv": "share of attacked heatmap mass inside the lesion mask",
     "dice_clean": "Dice of the segmentation head on clean images",

@@ -6,7 +6,7 @@ plugin, plus local modules named for plugin authors. Environment variables:
 ``ROBUSTBENCH_US_PLUGINS``
     Comma-separated entry-point names: load only these (``""`` loads none).
 ``ROBUSTBENCH_US_DISABLE_PLUGINS``
-    Comma-separated entry-point names to skip.
+    Comma-separated entry-point names (or local module names) to skip.
 ``ROBUSTBENCH_US_LOCAL_PLUGINS``
     Comma-separated module names or ``.py`` paths loaded without installing them.
 ``ROBUSTBENCH_US_ALLOW_PLUGINS``
@@ -14,6 +14,17 @@ plugin, plus local modules named for plugin authors. Environment variables:
     plugin is refused. Unset means no restriction.
 ``ROBUSTBENCH_US_TRACE_HOOKS``
     Set to 1 to log every hook call (logger ``robustbench_us.hooks``, DEBUG).
+
+The allow- and disable-lists are decided from names and distribution metadata before a plugin's code
+runs: a disabled or refused plugin is never imported. An entry point is allowed
+through its distribution's name only (compared as PEP 503 normalises it), never
+through its own name, which any distribution can choose.
+
+An installed plugin that fails to import or to register is skipped with a
+:class:`PluginWarning` naming it and the fix, so one broken third-party package does
+not stop every command; ``robustbench-us plugins`` lists it with ``"status": "failed"``.
+With ``ROBUSTBENCH_US_ALLOW_PLUGINS`` set, every plugin was asked for, and a failure
+is a :class:`~robustbench_us.errors.PluginError`.
 """
 
 from __future__ import annotations
@@ -24,7 +35,9 @@ import importlib.metadata as metadata
 import importlib.util
 import logging
 import os
+import re
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,9 +67,13 @@ _HOOKS: dict[Kind, str] = {
 logger = logging.getLogger(__name__)
 
 
+class PluginWarning(UserWarning):
+    """An installed plugin was skipped because it is broken; the message names it and the fix."""
+
+
 @dataclass(frozen=True)
 class PluginInfo:
-    """Where a loaded plugin came from."""
+    """Where a plugin came from, and whether it loaded (``error`` says why not)."""
 
     name: str
     source: str  # "entry-point" or "local"
@@ -65,12 +82,33 @@ class PluginInfo:
     location: str
     hooks: tuple[str, ...] = ()
     registered: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Whether the plugin was skipped because it failed to import or register."""
+        return self.error is not None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view for ``robustbench-us plugins``."""
         return {"name": self.name, "source": self.source, "distribution": self.distribution,
                 "version": self.version, "location": self.location, "hooks": list(self.hooks),
-                "registered": self.registered}
+                "registered": self.registered, "status": "failed" if self.failed else "loaded",
+                "error": self.error}
+
+
+def normalize_distribution(name: str) -> str:
+    """A distribution name as PEP 503 compares it: lowercase, runs of ``-_.`` as one ``-``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _skip_broken(info: PluginInfo, failed: dict[str, PluginInfo]) -> None:
+    """Record a broken installed plugin and warn, naming it, its distribution, the error and the fix."""
+    failed[info.name] = info
+    warnings.warn(
+        f"Skipped plugin {info.name!r} from distribution {info.distribution!r}: {info.error}. "
+        f"Fix or uninstall that distribution, or silence this with {ENV_DISABLE}={info.name}.",
+        PluginWarning, stacklevel=4)
 
 
 def _env_list(name: str, environ: dict[str, str]) -> list[str] | None:
@@ -92,7 +130,12 @@ def _import_local(ref: str) -> ModuleType:
             raise PluginError(f"Local plugin {ref!r} cannot be imported as a module.")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001 - the plugin's own code failed; say which file
+            sys.modules.pop(module_name, None)
+            raise PluginError(f"Local plugin {ref!r} ({ENV_LOCAL}) failed to import: {type(exc).__name__}: "
+                              f"{exc}. Fix the file, or remove it from {ENV_LOCAL}.") from exc
         return module
     try:
         return importlib.import_module(ref)
@@ -101,6 +144,11 @@ def _import_local(ref: str) -> ModuleType:
             f"Local plugin module {ref!r} ({ENV_LOCAL}) cannot be imported: {exc}. "
             "Put its folder on PYTHONPATH or give a path to the .py file."
         ) from exc
+
+
+def _local_name(ref: str) -> str:
+    """The plugin name of a local reference: the module name, or a ``.py`` path's stem."""
+    return Path(ref).stem if ref.endswith(".py") or os.sep in ref else ref
 
 
 def get_plugin_manager(environ: dict[str, str] | None = None,
@@ -116,60 +164,84 @@ def get_plugin_manager(environ: dict[str, str] | None = None,
     only = _env_list(ENV_ONLY, env)
     disabled = set(_env_list(ENV_DISABLE, env) or [])
     allowed = _env_list(ENV_ALLOW, env)
+    allowed_dists = {normalize_distribution(a) for a in allowed or []}
     infos: dict[str, PluginInfo] = {}
+    failed: dict[str, PluginInfo] = {}
 
-    def check_allowed(plugin_name: str, distribution: str | None) -> None:
-        if allowed is None:
-            return
-        if plugin_name in allowed or (distribution is not None and distribution in allowed):
-            return
-        raise PluginError(
-            f"Plugin {plugin_name!r} (distribution {distribution!r}) is not in the allow-list "
-            f"{ENV_ALLOW}={','.join(allowed)}. Add it there, or disable it with {ENV_DISABLE}={plugin_name}."
-        )
+    def refuse(what: str, passes_by: str, fix: str) -> PluginError:
+        return PluginError(f"{what} is not in the allow-list {ENV_ALLOW}={','.join(allowed or [])} "
+                           f"({passes_by}). {fix}")
 
-    seen: set[str] = set()
+    entry_points: dict[str, tuple[metadata.EntryPoint, str | None]] = {}
     for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        if ep.name in seen:  # the same distribution visible twice on sys.path
-            continue
-        seen.add(ep.name)
-        if ep.name in disabled or (only is not None and ep.name not in only):
-            continue
-        dist = ep.dist
-        dist_name = dist.metadata["Name"] if dist is not None else None
-        check_allowed(ep.name, dist_name)
-        try:
-            plugin = ep.load()
-        except Exception as exc:  # noqa: BLE001 - any import failure of a third-party plugin
+        dist_name = ep.dist.metadata["Name"] if ep.dist is not None else None
+        if ep.name in entry_points:
+            first, first_dist = entry_points[ep.name]
+            if normalize_distribution(first_dist or "") == normalize_distribution(dist_name or ""):
+                continue  # the same distribution visible twice on sys.path
+            # Taking either silently would let one distribution shadow another's plugin.
             raise PluginError(
-                f"Plugin {ep.name!r} from distribution {dist_name!r} failed to import ({ep.value}): "
-                f"{type(exc).__name__}: {exc}. Fix or uninstall it, or set {ENV_DISABLE}={ep.name}."
-            ) from exc
-        pm.register(plugin, name=ep.name)
-        infos[ep.name] = PluginInfo(ep.name, "entry-point", dist_name, dist.version if dist else None,
-                                    getattr(plugin, "__file__", None) or ep.value)
+                f"Two installed plugins are named {ep.name!r}: {first.value} from distribution {first_dist!r} "
+                f"and {ep.value} from distribution {dist_name!r}. Uninstall one of them."
+            )
+        entry_points[ep.name] = (ep, dist_name)
+    for name, (ep, dist_name) in entry_points.items():
+        if name in disabled or (only is not None and name not in only):
+            continue
+        # Decided before ep.load(): a refused plugin's code never runs. The entry point's own
+        # name is chosen by whoever publishes it, so only the distribution name counts.
+        if allowed is not None and (dist_name is None or normalize_distribution(dist_name) not in allowed_dists):
+            raise refuse(f"Plugin {name!r} (distribution {dist_name!r})",
+                         "an installed plugin passes it by its distribution's name, not its entry point's",
+                         f"Add {dist_name or 'its distribution'} there, or disable it with {ENV_DISABLE}={name}.")
+        version = ep.dist.version if ep.dist is not None else None
+        try:
+            problem = f"failed to import ({ep.value})"
+            plugin = ep.load()
+            problem = f"cannot be registered ({ep.value})"  # e.g. a hook whose arguments are misspelt
+            pm.register(plugin, name=name)
+        except Exception as exc:  # noqa: BLE001 - any failure of a third-party plugin's own code
+            problem += f": {type(exc).__name__}: {exc}"
+            if allowed is not None:
+                raise PluginError(f"Plugin {name!r} from distribution {dist_name!r} {problem}. "
+                                  f"Fix or uninstall it, or set {ENV_DISABLE}={name}.") from exc
+            _skip_broken(PluginInfo(name, "entry-point", dist_name, version, ep.value, error=problem), failed)
+            continue
+        infos[name] = PluginInfo(name, "entry-point", dist_name, version,
+                                 getattr(plugin, "__file__", None) or ep.value)
     for ref in _env_list(ENV_LOCAL, env) or []:
-        module = _import_local(ref)
-        name = Path(ref).stem if ref.endswith(".py") else ref
+        name = _local_name(ref)
         if name in disabled:
             continue
-        check_allowed(name, None)
+        if allowed is not None and name not in allowed:
+            raise refuse(f"Local plugin {name!r} ({ENV_LOCAL}={ref})", "a local plugin passes it by its module name",
+                         f"Add {name} there, or remove it from {ENV_LOCAL}.")
+        module = _import_local(ref)
         pm.register(module, name=name)
         infos[name] = PluginInfo(name, "local", None, None, getattr(module, "__file__", ref) or ref)
     for name, plugin in extra_plugins:
         pm.register(plugin, name=name)
         infos[name] = PluginInfo(name, "local", None, None, getattr(plugin, "__file__", None) or repr(plugin))
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(
-            f"Plugin {pm.get_name(exc.plugin)!r} implements a hook robustbench_us does not define: {exc}. "
-            f"Valid hooks: {', '.join(_HOOKS.values())}."
-        ) from exc
+    while True:
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin)
+            message = (f"Plugin {name!r} implements a hook robustbench_us does not define: {exc}. "
+                       f"Valid hooks: {', '.join(_HOOKS.values())}.")
+            info = infos.get(name)
+            if allowed is not None or info is None or info.source != "entry-point":
+                raise PluginError(message) from exc
+            pm.unregister(exc.plugin)
+            del infos[name]
+            _skip_broken(replace(info, error=f"implements a hook robustbench_us does not define: {exc}"), failed)
     if env.get(ENV_TRACE) == "1":
         pm.trace.root.setwriter(lambda message: logging.getLogger("robustbench_us.hooks").debug(message.rstrip()))
         pm.enable_tracing()
     pm._robustbench_us_infos = infos  # type: ignore[attr-defined]
+    pm._robustbench_us_failed = failed  # type: ignore[attr-defined]
+    pm._robustbench_us_strict = allowed is not None  # type: ignore[attr-defined]
     return pm
 
 
@@ -180,19 +252,55 @@ class Registry:
         self.pm = pm
         self._specs: dict[Kind, dict[str, Spec]] = {kind: {} for kind in Kind}
         base_infos: dict[str, PluginInfo] = getattr(pm, "_robustbench_us_infos", {})
+        failed: dict[str, PluginInfo] = dict(getattr(pm, "_robustbench_us_failed", {}))
+        strict = getattr(pm, "_robustbench_us_strict", True)
         registered: dict[str, dict[str, list[str]]] = {}
         hooks_of: dict[str, list[str]] = {}
         for kind, hook_name in _HOOKS.items():
             hook = getattr(pm.hook, hook_name)
             # Call each implementation on its own so every spec is attributed to its plugin.
             for impl in reversed(hook.get_hookimpls()):
-                hooks_of.setdefault(impl.plugin_name, []).append(hook_name)
-                impl.function(register=self._register_callback(kind, impl.plugin_name, registered))
+                name = impl.plugin_name
+                if name in failed:
+                    continue
+                hooks_of.setdefault(name, []).append(hook_name)
+                info = base_infos.get(name)
+                if info is None or info.source != "entry-point":
+                    # A local plugin is being written: its own traceback helps more than a skip.
+                    impl.function(register=self._register_callback(kind, name, registered))
+                    continue
+                try:
+                    impl.function(register=self._register_callback(kind, name, registered))
+                except DuplicateNameError:
+                    raise  # two plugins disagree; neither is the broken one
+                except Exception as exc:  # noqa: BLE001 - a third-party plugin's own code failed
+                    problem = f"{hook_name} failed: {type(exc).__name__}: {exc}"
+                    if strict:
+                        raise PluginError(f"Plugin {name!r} from distribution {info.distribution!r}: {problem}. "
+                                          f"Fix or uninstall it, or set {ENV_DISABLE}={name}.") from exc
+                    self._forget(name, registered)
+                    pm.unregister(name=name)
+                    _skip_broken(replace(info, hooks=tuple(hooks_of.pop(name)), error=problem), failed)
         self.infos: dict[str, PluginInfo] = {}
         for name in list(base_infos) + [n for n in hooks_of if n not in base_infos]:
+            if name in failed:
+                continue
             base = base_infos.get(name) or PluginInfo(name, "local", None, None, repr(pm.get_plugin(name)))
             self.infos[name] = replace(base, hooks=tuple(hooks_of.get(name, ())),
                                        registered=registered.get(name, {}))
+        # Listed last so ``robustbench-us plugins`` shows what was skipped and why.
+        self.infos |= failed
+
+    @property
+    def failed(self) -> dict[str, PluginInfo]:
+        """Installed plugins skipped because they failed to import or register, with the reason."""
+        return {name: info for name, info in self.infos.items() if info.failed}
+
+    def _forget(self, plugin_name: str, registered: dict[str, dict[str, list[str]]]) -> None:
+        """Drop every spec a plugin registered before it failed, so none of a broken plugin is half-loaded."""
+        for kind, names in registered.pop(plugin_name, {}).items():
+            for spec_name in names:
+                self._specs[Kind(kind)].pop(spec_name, None)
 
     def _register_callback(self, kind: Kind, plugin_name: str,
                            registered: dict[str, dict[str, list[str]]]) -> Callable[[Spec], None]:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from robustbench_us import distributed
 from robustbench_us.errors import ContractError, RecordError, RobustBenchError, StaleResultsError, SuiteError
-from robustbench_us.faults import time_limit
+from robustbench_us.faults import CellTimeout, time_limit
 from robustbench_us.plugins import Registry, default_registry
 from robustbench_us.protocols import Dataset
 from robustbench_us.records import Record, Status, base_provenance, read_record
@@ -56,7 +56,7 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        head = (f"{self.dataset.name}__{self.model.key}__{self.explainer.name}__{self.attack.display}"
+        head = (f"{self.dataset.name}__{self.model.key}__{self.explainer.key}__{self.attack.display}"
                 f"-{self.attack.region}__eps{self.eps * 255:.4g}")
         return f"{slug(head)}-{config_hash(self.config)}"
 
@@ -91,6 +91,9 @@ def expand_cells(suite: Suite, registry: Registry) -> list[Cell]:
 
     Explainers that need a segmentation head are paired only with models that have one
     (the spec's ``has_segmentation``, or the model entry's ``segmentation`` option).
+    A labelled explainer entry is named by its label (``explainer``) beside its registry
+    name (``explainer_name``); an unlabelled one only by its name, as before labels
+    existed, so the cell ids of earlier records stay the same.
     """
     cells = []
     for d in suite.datasets:
@@ -108,16 +111,29 @@ def expand_cells(suite: Suite, registry: Registry) -> list[Cell]:
                             "dataset": d.name, "dataset_options": d.options, "split_seed": d.split_seed,
                             "part": d.part, "model": m.key, "model_name": m.name, "model_options": m.options,
                             "checkpoint": m.checkpoint, "train": m.train, "image_size": input_size,
-                            "explainer": e.name, "explainer_options": e.options, "attack": a.display,
+                            "explainer": e.key, "explainer_options": e.options, "attack": a.display,
                             "attack_name": a.name, "attack_options": a.options, "region": a.region,
                             "eps": eps, "eps_grey": eps * 255.0, "n_images": suite.n_images, "seed": suite.seed,
                         }
+                        if e.label:
+                            config["explainer_name"] = e.name
+                        # Settings added after records existed join the configuration only when
+                        # they differ from what those records were measured with.
+                        if a.labels != "true":
+                            config["labels"] = a.labels
+                        if suite.quantize != "none":
+                            config["quantize"] = suite.quantize
                         cells.append(Cell(d, m, e, a, eps, config))
     return cells
 
 
 def _describe_failure(exc: BaseException, plugin: str) -> str:
-    """A failed cell's error text: the project's own message, or the plugin's exception with its traceback."""
+    """A failed cell's error text: the project's own message, or the plugin's exception with its traceback.
+
+    A timeout keeps its traceback too: it shows where the plugin was when time ran out.
+    """
+    if isinstance(exc, CellTimeout):
+        return f"CellTimeout: {exc}\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if isinstance(exc, RobustBenchError):
         return f"{type(exc).__name__}: {exc}"
     return f"plugin {plugin!r} raised {type(exc).__name__}: {exc}\n" + "".join(
@@ -127,6 +143,35 @@ def _describe_failure(exc: BaseException, plugin: str) -> str:
 def _require_finite(tensor: torch.Tensor, what: str) -> None:
     if not bool(torch.isfinite(tensor).all()):
         raise ContractError(f"{what} contain NaN or Inf; the cell cannot be measured.")
+
+
+def _explain(explainer: Any, model: nn.Module, x: torch.Tensor, target: torch.Tensor, what: str,
+             where: str) -> torch.Tensor:
+    """One batch of an explainer's maps, refused unless a tensor [N, H, W] at the input resolution."""
+    maps = explainer.explain(model, x, target)
+    expected = (x.shape[0], *x.shape[-2:])
+    if not isinstance(maps, torch.Tensor):
+        raise ContractError(f"{what} returned {type(maps).__name__} {where}, not a tensor; explain() must return "
+                            f"maps [N, H, W] = {expected}.")
+    if tuple(maps.shape) != expected:
+        raise ContractError(f"{what} returned maps of shape {tuple(maps.shape)} {where}; expected {expected} "
+                            "([N, H, W] at the input resolution). Drop the channel axis and upsample the maps "
+                            "to the input size.")
+    return maps
+
+
+def _check_maps(maps: torch.Tensor, what: str, where: str) -> None:
+    """Refuse maps that are not finite or not non-negative.
+
+    Heatmaps are non-negative by contract, with no tolerance: every shipped explainer
+    ends in ``abs``, ``relu`` or a probability, so even a tiny negative value means a
+    plugin that does not meet the contract (and would skew rank and centroid metrics).
+    """
+    _require_finite(maps, f"maps of {what} {where}")
+    low = float(maps.min()) if maps.numel() else 0.0
+    if low < 0:
+        raise ContractError(f"{what} returned maps with negative values (min {low:.3g}) {where}; heatmaps must be "
+                            "non-negative. Clamp them at 0 or take the absolute value in explain().")
 
 
 @dataclass
@@ -142,12 +187,17 @@ class _Evaluation:
     maps: dict[str, torch.Tensor]
     explainers: dict[str, Any]
     seconds: float
-    errors: dict[str, str] = field(default_factory=dict)  # explainer name → why it failed
+    errors: dict[str, str] = field(default_factory=dict)  # explainer key (label or name) → why it failed
 
 
 def _rounded(values: torch.Tensor, digits: int = 6) -> list[float | None]:
     """A per-image tensor as JSON numbers (``digits`` decimals; null where not finite)."""
     return [round(v, digits) if math.isfinite(v) else None for v in values.detach().double().cpu().tolist()]
+
+
+def quantize_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Images rounded to the nearest of the 256 grey levels an 8-bit file can store, in [0, 1] units."""
+    return (x * 255.0).round().clamp(0, 255) / 255.0
 
 
 def select_indices(indices: Sequence[int], n_images: int, seed: int) -> list[int]:
@@ -189,6 +239,14 @@ class SuiteRunner:
         # SIGALRM fires per process; under torchrun one rank timing out alone would desynchronise
         # the collectives, so the limit applies only to single-process runs (docs/performance.md).
         self.cell_timeout = suite.cell_timeout if not distributed.is_active() else None
+        # Maps, explainers and errors are keyed by the entry's key: one explainer may appear
+        # twice with other options (under a label), and each entry keeps its own maps.
+        self.explainer_entries: dict[str, ExplainerEntry] = {}
+        for entry in suite.explainers:
+            if entry.key in self.explainer_entries:
+                raise SuiteError(f"{suite.path or suite.name}: explainer {entry.key!r} appears twice; give one of "
+                                 "them a distinct label = \"...\" so their maps and records stay apart.")
+            self.explainer_entries[entry.key] = entry
 
     # ----------------------------------------------------------------- models
     def prepare_model(self, entry: ModelEntry, dataset_entry: DatasetEntry, dataset: Dataset,
@@ -238,26 +296,34 @@ class SuiteRunner:
     # ------------------------------------------------------------------ clean
     def clean_pass(self, model: nn.Module, ids: list[str], x: torch.Tensor, y: torch.Tensor,
                    masks: torch.Tensor | None) -> _Evaluation:
-        """Logits, masks and heatmaps of the clean images, once per dataset × model."""
+        """Logits, masks and heatmaps of the clean images, once per dataset × model.
+
+        An explainer that raises, runs past ``cell_timeout`` or returns maps against the
+        contract is noted in ``errors`` (its cells fail); an exception raised here comes
+        from the model (its forward, or NaN logits).
+        """
         start = time.perf_counter()
         run = self.batches.run
         x, y = x.to(self.device), y.to(self.device)
         masks = masks.to(self.device) if masks is not None else None
-        with torch.no_grad():
+        with time_limit(self.cell_timeout, "the model's forward on the clean images"), torch.no_grad():
             logits = run(lambda s: model(x[s]), len(x))
             seg = run(lambda s: model.segment(x[s]), len(x)) if getattr(model, "has_segmentation", False) else None
         _require_finite(logits, "the model's clean logits")
         pred = logits.argmax(1)
         explainers, maps, errors = {}, {}, {}
-        for entry in self.suite.explainers:
+        for key, entry in self.explainer_entries.items():
+            what = f"explainer {key!r} (plugin {self._plugin(key)!r})"
             try:
                 explainer = self.registry.create(Kind.EXPLAINER, entry.name, **entry.options)
-                explainers[entry.name] = explainer
-                maps[entry.name] = run(lambda s: explainer.explain(model, x[s], pred[s]), len(x))
-                _require_finite(maps[entry.name], f"explainer {entry.name!r} (plugin {self._plugin(entry.name)!r}) "
-                                                  "on clean images")
-            except Exception as exc:  # noqa: BLE001 - recorded in each of this explainer's cells
-                errors[entry.name] = _describe_failure(exc, self._plugin(entry.name))
+                explainers[key] = explainer
+                with time_limit(self.cell_timeout, f"{what} on clean images"):
+                    maps[key] = run(lambda s: _explain(explainer, model, x[s], pred[s], what, "on clean images"),
+                                    len(x))
+                _check_maps(maps[key], what, "on clean images")
+            except (Exception, CellTimeout) as exc:  # noqa: BLE001 - recorded in each of this explainer's cells
+                maps.pop(key, None)
+                errors[key] = _describe_failure(exc, self._plugin(key))
         return _Evaluation(ids, x, y, masks, logits, seg, maps, explainers, time.perf_counter() - start, errors)
 
     # ----------------------------------------------------------------- attack
@@ -275,18 +341,25 @@ class SuiteRunner:
         from robustbench_us.contracts import check_adversarial
 
         attack = self.registry.create(Kind.ATTACK, attack_entry.name, eps=eps, **attack_entry.options)
+        # The budget is the cell's ε in the norm the spec declares, never what the attack
+        # object says about itself: an object reporting a larger eps (or no norm) would
+        # otherwise grant itself a larger budget.
+        norm = self.registry.get(Kind.ATTACK, attack_entry.name).norm
         region = self._region(attack_entry, ev.masks)
         problems: list[str] = []
+
+        # The y the attack is given: the true label, or the model's own clean prediction.
+        labels = ev.logits.argmax(1) if attack_entry.labels == "predicted" else ev.y
 
         def perturb(s: slice) -> torch.Tensor:
             # Seeded by the batch's first image, so a resumed run draws the same random starts.
             generator = torch.Generator(device=self.device).manual_seed(self.suite.seed * 100_003 + s.start)
             xb = ev.x[s]
             before = xb.clone()
-            x_adv = attack.perturb(model, xb, ev.y[s], explainer=explainer,
+            x_adv = attack.perturb(model, xb, labels[s], explainer=explainer,
                                    mask=region[s] if region is not None else None, generator=generator)
             _require_finite(x_adv, f"the adversarial images of attack {attack_entry.display!r}")
-            problems.extend(check_adversarial(xb, x_adv, norm=attack.norm, eps=float(attack.eps), x_before=before))
+            problems.extend(check_adversarial(xb, x_adv, norm=norm, eps=float(eps), x_before=before))
             return x_adv.detach()
 
         start = time.perf_counter()
@@ -297,12 +370,17 @@ class SuiteRunner:
 
     def measure(self, model: nn.Module, ev: _Evaluation, x_adv: torch.Tensor,
                 explainer_names: Sequence[str]) -> tuple[dict[str, dict[str, float] | str], dict[str, float], dict]:
-        """Metrics of each explainer on the adversarial images, or the error text of one that failed."""
+        """Metrics of each explainer on the adversarial images, or the error text of one that failed.
+
+        ``explainer_names`` are the entries' keys (label or name). Each explainer runs
+        under its own ``cell_timeout``, so one failing or hanging explainer fails only its
+        own cells; an exception raised here comes from the model.
+        """
         from robustbench_us import metrics
 
         run = self.batches.run
         start = time.perf_counter()
-        with torch.no_grad():
+        with time_limit(self.cell_timeout, "the model's forward on the adversarial images"), torch.no_grad():
             logits_adv = run(lambda s: model(x_adv[s]), len(x_adv))
             seg_adv = run(lambda s: model.segment(x_adv[s]), len(x_adv)) if ev.seg is not None else None
         _require_finite(logits_adv, "the model's logits on the adversarial images")
@@ -315,6 +393,7 @@ class SuiteRunner:
         common = {"n_images": float(len(ev.x))}  # how many were used (the config holds how many were asked for)
         common |= metrics.prediction_metrics(ev.y, ev.logits, logits_adv, seed=self.suite.seed)
         common |= metrics.perturbation_metrics(ev.x, x_adv)
+        common |= metrics.confidence_metrics(ev.logits, logits_adv)
         if ev.seg is not None and ev.masks is not None:
             common |= metrics.segmentation_metrics(ev.seg, seg_adv, ev.masks)
         forward_seconds = time.perf_counter() - start
@@ -326,30 +405,66 @@ class SuiteRunner:
                 continue
             start = time.perf_counter()
             explainer = ev.explainers[name]
+            what = f"explainer {name!r} (plugin {self._plugin(name)!r})"
             try:
-                maps_adv[name] = run(lambda s: explainer.explain(model, x_adv[s], pred_adv[s]), len(x_adv))
-                _require_finite(maps_adv[name], f"explainer {name!r} (plugin {self._plugin(name)!r}) on "
-                                                "adversarial images")
-            except Exception as exc:  # noqa: BLE001 - one explainer failing must not fail the others' cells
+                with time_limit(self.cell_timeout, f"{what} on adversarial images"):
+                    maps_adv[name] = run(lambda s: _explain(explainer, model, x_adv[s], pred_adv[s], what,
+                                                            "on adversarial images"), len(x_adv))
+                _check_maps(maps_adv[name], what, "on adversarial images")
+                moved = metrics.explanation_per_image(ev.maps[name], maps_adv[name])
+                per_explainer[name] = common | metrics.explanation_metrics(
+                    ev.maps[name], maps_adv[name], flipped, masks=ev.masks, per_image=moved,
+                    correct=pred_clean == ev.y)
+            except (Exception, CellTimeout) as exc:  # noqa: BLE001 - one explainer failing must not fail the others
                 per_explainer[name] = _describe_failure(exc, self._plugin(name))
+                maps_adv.pop(name, None)
                 continue
-            moved = metrics.explanation_per_image(ev.maps[name], maps_adv[name])
-            per_explainer[name] = common | metrics.explanation_metrics(ev.maps[name], maps_adv[name], flipped,
-                                                                       masks=ev.masks, per_image=moved)
             per_image[name] = table | {key: _rounded(moved[key])
                                        for key in ("centroid_px", "spearman", "topk_intersection")}
             seconds[name] = time.perf_counter() - start + forward_seconds
         return per_explainer, seconds, {"logits_adv": logits_adv, "maps_adv": maps_adv, "per_image": per_image}
 
     def _plugin(self, explainer: str) -> str:
-        return self.registry.get(Kind.EXPLAINER, explainer).plugin
+        """The plugin of an explainer entry, by its key (label or name)."""
+        entry = self.explainer_entries.get(explainer)
+        return self.registry.get(Kind.EXPLAINER, entry.name if entry is not None else explainer).plugin
+
+    def _model_failure(self, entry: ModelEntry, where: str, exc: BaseException) -> str:
+        """A failed cell's error text when its model failed, naming the model and its plugin."""
+        plugin = self.registry.get(Kind.MODEL, entry.name).plugin
+        detail = f"model {entry.key!r} (plugin {plugin!r}) failed {where}: " + _describe_failure(exc, plugin)
+        logger.error("cells of model %r failed: %s", entry.key, detail.splitlines()[0])
+        return detail
+
+    def plugin_versions(self, cell: Cell) -> dict[str, dict[str, str | None]]:
+        """Per kind, the plugin that provides the cell's dataset, model, explainer and attack, with its
+        distribution and version (None for a local plugin): recorded, and compared on later runs."""
+        out: dict[str, dict[str, str | None]] = {}
+        for kind, name in ((Kind.DATASET, cell.dataset.name), (Kind.MODEL, cell.model.name),
+                           (Kind.EXPLAINER, cell.explainer.name), (Kind.ATTACK, cell.attack.name)):
+            plugin = self.registry.get(kind, name).plugin
+            info = self.registry.infos.get(plugin)
+            out[str(kind)] = {"plugin": plugin, "distribution": getattr(info, "distribution", None),
+                              "version": getattr(info, "version", None)}
+        return out
 
     # -------------------------------------------------------------------- run
     def run(self) -> RunSummary:
-        """Run every unfinished cell; returns what was written, skipped, failed or invalid."""
+        """Run every unfinished cell; returns what was written, skipped, failed or invalid.
+
+        A cell is finished when it has an ok or invalid record measured with the plugin
+        versions loaded now; a record made with another version of one of its plugins is
+        moved to ``records/superseded/`` and the cell measured again (records without
+        version information, written before it was recorded, count as finished).
+        """
         cells = expand_cells(self.suite, self.registry)
         summary = RunSummary(self.suite.name, self.store.root)
-        pending = [c for c in cells if not self.store.is_finished(c.cell_id)]
+        if distributed.is_writer():
+            removed = self.store.remove_stale_temporaries()  # what runs killed mid-write left behind
+            if removed:
+                logger.info("removed %d temporary file(s) left by killed runs in %s", len(removed), self.store.root)
+        versions = {cell.cell_id: self.plugin_versions(cell) for cell in cells}
+        pending = [c for c in cells if not self.store.is_finished(c.cell_id, versions[c.cell_id])]
         summary.skipped = len(cells) - len(pending)
         if summary.skipped:
             logger.info("%d of %d cells already finished; skipping them", summary.skipped, len(cells))
@@ -364,7 +479,9 @@ class SuiteRunner:
                     with distributed.writer_lock(self.store.lock(slug(f"{d.name}__{m.key}"))):
                         # Another run may have finished some of these while we waited for the lock.
                         # Under torchrun every rank takes rank 0's view, which holds the lock.
-                        unfinished = distributed.from_writer([not self.store.is_finished(c.cell_id) for c in group])
+                        unfinished = distributed.from_writer(
+                            [self._unfinished(c, versions[c.cell_id]) for c in group] if distributed.is_writer()
+                            else None)
                         todo = [c for c, keep in zip(group, unfinished) if keep]
                         summary.skipped += len(group) - len(todo)
                         bar.update(len(group) - len(todo))
@@ -374,6 +491,16 @@ class SuiteRunner:
         finally:
             bar.close()
         return summary
+
+    def _unfinished(self, cell: Cell, versions: dict[str, dict[str, str | None]]) -> bool:
+        """Whether ``cell`` must be measured; a final record made with other plugin versions is moved aside."""
+        changed = self.store.changed_plugins(cell.cell_id, versions)
+        if changed:
+            moved = self.store.supersede(cell.cell_id)
+            logger.warning("cell %s was measured with other plugin code (%s); measuring it again (the old record "
+                           "is kept as %s)", cell.cell_id, "; ".join(changed), moved)
+            return True
+        return not self.store.is_finished(cell.cell_id, versions)
 
     def _check_same_inputs(self, d: DatasetEntry, m: ModelEntry, done: list[Cell], current: dict[str, Any]) -> None:
         """Refuse to add cells measured on other data or other weights to a group's finished ones.
@@ -407,17 +534,31 @@ class SuiteRunner:
                                        seed=self.suite.seed, **d.options)
         manifest = dataset.manifest_hash()
         self._check_same_inputs(d, m, done or [], {"dataset_manifest": manifest})  # before any training
-        with distributed.writer_first():  # under torchrun rank 0 trains; the others load its checkpoint
-            model, model_info = self.prepare_model(m, d, dataset, input_size, manifest)
-        self._check_same_inputs(d, m, done or [], model_info)
-        indices = select_indices(dataset.split(d.split_seed).part(d.part), self.suite.n_images, self.suite.seed)
-        ids, x, y, masks = load_images(dataset, indices)
-        ev = self.clean_pass(model, ids, x, y, masks)
-        provenance = self.provenance | model_info | {
+        group_provenance = {
             "dataset_manifest": manifest,
             "plugins": {str(kind): self.registry.get(kind, name).plugin for kind, name in
                         ((Kind.DATASET, d.name), (Kind.MODEL, m.name))},
         }
+        # A model that cannot be built, loaded or trained, raises in its forward or gives NaN
+        # logits fails this group's cells, named in each record; the run goes on with the next.
+        try:
+            with distributed.writer_first():  # under torchrun rank 0 trains; the others load its checkpoint
+                model, model_info = self.prepare_model(m, d, dataset, input_size, manifest)
+        except (Exception, CellTimeout) as exc:  # noqa: BLE001 - a model plugin failed; its cells record it
+            self._fail_all(cells, self.provenance | group_provenance, summary, bar,
+                           self._model_failure(m, "to build, load or train", exc))
+            return
+        self._check_same_inputs(d, m, done or [], model_info)
+        provenance = self.provenance | model_info | group_provenance
+        indices = select_indices(dataset.split(d.split_seed).part(d.part), self.suite.n_images, self.suite.seed)
+        ids, x, y, masks = load_images(dataset, indices)
+        if self.suite.quantize == "uint8":
+            x = quantize_uint8(x)  # what a stored 8-bit image holds; resizing leaves values between the steps
+        try:
+            ev = self.clean_pass(model, ids, x, y, masks)
+        except (Exception, CellTimeout) as exc:  # noqa: BLE001 - explainer failures stay inside clean_pass
+            self._fail_all(cells, provenance, summary, bar, self._model_failure(m, "on the clean images", exc))
+            return
         by_attack: dict[tuple[int, float], list[Cell]] = {}
         for cell in cells:
             by_attack.setdefault((self.suite.attacks.index(cell.attack), cell.eps), []).append(cell)
@@ -431,65 +572,102 @@ class SuiteRunner:
                 self._run_generation(model, ev, attack_entry, eps, gen_cells, targets_map, provenance, summary)
                 bar.update(len(gen_cells))
 
+    def _fail_all(self, cells: list[Cell], provenance: dict[str, Any], summary: RunSummary, bar: tqdm,
+                  error: str) -> None:
+        for cell in cells:
+            self._write(cell, Status.FAILED, {}, {}, provenance, summary, error=error)
+        bar.update(len(cells))
+
     def _run_generation(self, model: nn.Module, ev: _Evaluation, attack_entry: AttackEntry, eps: float,
                         cells: list[Cell], targets_map: bool, provenance: dict[str, Any],
                         summary: RunSummary) -> None:
         plugin = self.registry.get(Kind.ATTACK, attack_entry.name).plugin
         timing_base = {"clean_pass_seconds": ev.seconds}
-        if targets_map and cells[0].explainer.name in ev.errors:
-            self._write(cells[0], Status.FAILED, {}, timing_base, provenance, summary,
-                        error=ev.errors[cells[0].explainer.name])
+        first = cells[0].explainer.key
+        if targets_map and first in ev.errors:
+            self._write(cells[0], Status.FAILED, {}, timing_base, provenance, summary, error=ev.errors[first])
             return
-        explainer = ev.explainers[cells[0].explainer.name] if targets_map else None
+        explainer = ev.explainers[first] if targets_map else None
         try:
             if explainer is not None and not getattr(explainer, "differentiable", False):
                 raise ContractError(f"attack {attack_entry.display!r} targets the explanation but explainer "
-                                    f"{cells[0].explainer.name!r} is not differentiable; pair it with a "
+                                    f"{first!r} is not differentiable; pair it with a "
                                     "differentiable explainer (robustbench-us list explainers).")
             with time_limit(self.cell_timeout, f"attack {attack_entry.display!r} (plugin {plugin!r})"):
                 x_adv, attack_seconds, problems = self.make_adversarial(model, ev, attack_entry, eps, explainer)
-            if problems:
-                reason = f"attack {attack_entry.display!r} (plugin {plugin!r}) broke the contract: " + "; ".join(
-                    sorted(set(problems))[:5])
-                for cell in cells:
-                    self._write(cell, Status.INVALID, {}, timing_base, provenance, summary, error=reason)
-                return
-            with time_limit(self.cell_timeout, f"measuring attack {attack_entry.display!r}"):
-                per_explainer, seconds, adv = self.measure(model, ev, x_adv, [c.explainer.name for c in cells])
-        except Exception as exc:  # noqa: BLE001 - a plugin failed; record it, keep the run going
+        except (Exception, CellTimeout) as exc:  # noqa: BLE001 - a plugin failed; record it, keep the run going
             detail = _describe_failure(exc, plugin)
             logger.error("cell failed: %s", detail.splitlines()[0])
             for cell in cells:
                 self._write(cell, Status.FAILED, {}, timing_base, provenance, summary, error=detail)
             return
+        if problems:
+            reason = f"attack {attack_entry.display!r} (plugin {plugin!r}) broke the contract: " + "; ".join(
+                sorted(set(problems))[:5])
+            for cell in cells:
+                self._write(cell, Status.INVALID, {}, timing_base, provenance, summary, error=reason)
+            return
+        rounding: dict[str, float] = {}
+        try:
+            if self.suite.quantize == "uint8":
+                x_adv, rounding = self._round_adversarial(model, ev, x_adv)
+            per_explainer, seconds, adv = self.measure(model, ev, x_adv, [c.explainer.key for c in cells])
+        except (Exception, CellTimeout) as exc:  # noqa: BLE001 - explainer failures stay inside measure
+            detail = self._model_failure(cells[0].model, f"on the adversarial images of attack "
+                                                         f"{attack_entry.display!r}", exc)
+            for cell in cells:
+                self._write(cell, Status.FAILED, {}, timing_base, provenance, summary, error=detail)
+            return
         for cell in cells:
-            result = per_explainer[cell.explainer.name]
+            key = cell.explainer.key
+            result = per_explainer[key]
             if isinstance(result, str):
                 self._write(cell, Status.FAILED, {}, timing_base, provenance, summary, error=result)
                 continue
-            timing = timing_base | {"attack_seconds": attack_seconds,
-                                    "adversarial_eval_seconds": seconds[cell.explainer.name]}
+            result = result | rounding
+            timing = timing_base | {"attack_seconds": attack_seconds, "adversarial_eval_seconds": seconds[key]}
             figures = (self._figures(cell, ev, x_adv, adv)
                        if self.suite.figures_at(cell.eps) and distributed.is_writer() else [])
             self._write(cell, Status.OK, result, timing, provenance, summary, figures=figures,
-                        per_image=adv["per_image"][cell.explainer.name])
+                        per_image=adv["per_image"][key])
+
+    def _round_adversarial(self, model: nn.Module, ev: _Evaluation,
+                           x_adv: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The adversarial images on the 8-bit grid, and how many of the attack's flips survived rounding.
+
+        The clean images are on the grid already and every L∞ budget is whole grey levels
+        (checked when the suite is read), so rounding never leaves the ε-ball.
+        """
+        with time_limit(self.cell_timeout, "the model's forward on the unrounded adversarial images"), \
+                torch.no_grad():
+            logits_raw = self.batches.run(lambda s: model(x_adv[s]), len(x_adv))
+        _require_finite(logits_raw, "the model's logits on the unrounded adversarial images")
+        x_q = quantize_uint8(x_adv)
+        with time_limit(self.cell_timeout, "the model's forward on the rounded adversarial images"), torch.no_grad():
+            logits_q = self.batches.run(lambda s: model(x_q[s]), len(x_q))
+        from robustbench_us import metrics
+
+        return x_q, metrics.rounding_metrics(ev.logits.argmax(1), logits_raw.argmax(1), logits_q.argmax(1))
 
     def _figures(self, cell: Cell, ev: _Evaluation, x_adv: torch.Tensor, adv: dict[str, Any]) -> list[str]:
         """The study's panels for this cell (label kept & map moved; label flipped), relative to the suite folder."""
         from robustbench_us.figures import write_cell_figures
 
-        name = cell.explainer.name
+        key = cell.explainer.key
         out = safe_join(self.store.root, "figures", cell.cell_id)
-        paths = write_cell_figures(out, ev.x, x_adv, ev.maps[name], adv["maps_adv"][name], ev.logits,
+        paths = write_cell_figures(out, ev.x, x_adv, ev.maps[key], adv["maps_adv"][key], ev.logits,
                                    adv["logits_adv"], ev.ids)
         return [p.relative_to(self.store.root).as_posix() for p in paths]
 
     def _write(self, cell: Cell, status: Status, metrics: dict[str, float], timing: dict[str, float],
                provenance: dict[str, Any], summary: RunSummary, *, error: str | None = None,
                figures: list[str] | None = None, per_image: dict[str, list[Any]] | None = None) -> None:
+        # "plugins" names each plugin (as records always have); "plugin_versions" adds where it
+        # came from, so a later run with an upgraded plugin measures the cell again.
         prov = provenance | {"plugins": provenance["plugins"] | {
             "explainer": self.registry.get(Kind.EXPLAINER, cell.explainer.name).plugin,
-            "attack": self.registry.get(Kind.ATTACK, cell.attack.name).plugin}}
+            "attack": self.registry.get(Kind.ATTACK, cell.attack.name).plugin},
+            "plugin_versions": self.plugin_versions(cell)}
         record = Record(suite=self.suite.name, cell_id=cell.cell_id, status=status, config=cell.config,
                         metrics=metrics, timing=timing, provenance=prov, error=error, figures=figures or [],
                         per_image=per_image)

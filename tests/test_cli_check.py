@@ -38,3 +38,24 @@ def test_options_reach_the_factory(toy_env, capsys):
 def test_usage_errors_exit_2(toy_env, capsys, argv, words):
     assert main(argv) == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["check", "attack", "fgsm", "--option", "regoin=inside"],
+     ["--option regoin: attack 'fgsm' (plugin 'fgsm') has no option 'regoin'.", "Did you mean 'region'?",
+      "It takes: region (`robustbench-us list attacks` shows their defaults)."]),
+    (["check", "dataset", "phantom", "--option", "cont=12"],
+     ["dataset 'phantom' (plugin 'phantom') has no option 'cont'.", "Did you mean 'count'?",
+      "It takes: count, malignant_fraction"]),
+    (["check", "attack", "fgsm", "--option", "eps=0.1"],
+     ["--option eps: attack 'fgsm' (plugin 'fgsm') gets eps from --eps or --eps-grey; use that instead."]),
+])
+def test_a_misspelt_option_exits_2_naming_it_and_what_the_factory_takes(toy_env, capsys, reliability, argv, words):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    for text in words:
+        assert text in err
+    assert "factory" not in err  # the factory is not blamed for a typo on the command line
+    reliability.row("Bad input", f"`robustbench-us {' '.join(argv[1:3])}` with a wrong --option ({argv[-1]})",
+                    "exit 2 naming the option, the options the plugin takes and the closest one", exit_code=2)

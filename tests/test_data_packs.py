@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
 
 from robustbench_us.cli import main as cli_main
 from robustbench_us.data import packs
+from robustbench_us.data.files import FileDataset
 from robustbench_us.errors import DataError
 from robustbench_us.plugins import Registry, get_plugin_manager
 from robustbench_us.specs import Kind
@@ -88,7 +92,7 @@ def test_damaged_or_foreign_packs_are_refused(tmp_path, registry, monkeypatch):
                 zf.writestr(name, json.dumps(head | changes) if name == "pack.json" else data)
         return target
 
-    with pytest.raises(DataError, match="not a FileDataset subclass"):
+    with pytest.raises(DataError, match='field "class" is \'collections:OrderedDict\', not a FileDataset class'):
         packs.load_pack(rewrite(tmp_path / "a.rbpack", **{"class": "collections:OrderedDict"}))
     with pytest.raises(DataError, match="manifest hash"):
         packs.load_pack(rewrite(tmp_path / "b.rbpack", manifest="0" * 64))
@@ -116,3 +120,56 @@ def test_cli_pack_then_audit_from_pack(tmp_path, monkeypatch, capsys):
     from_pack = json.loads(capsys.readouterr().out)
     from_files.pop("seconds"), from_pack.pop("seconds")
     assert from_pack == from_files
+
+
+class LocalFiles(FileDataset):
+    """A dataset plugin's own FileDataset subclass (defined when its module is imported)."""
+
+
+def _rewritten(path: Path, target: Path, **changes) -> Path:
+    """A copy of the pack at ``path`` with fields of pack.json changed, as someone editing the file would."""
+    with zipfile.ZipFile(path) as zf:
+        items = {n: zf.read(n) for n in zf.namelist()}
+    head = json.loads(items["pack.json"]) | changes
+    with zipfile.ZipFile(target, "w") as zf:
+        for name, data in items.items():
+            zf.writestr(name, json.dumps(head) if name == "pack.json" else data)
+    return target
+
+
+def test_a_pack_naming_another_class_is_refused_before_any_import(tmp_path, registry, monkeypatch, reliability):
+    _fake_busi(tmp_path / "data")
+    monkeypatch.delenv(packs.ENV_PACKS, raising=False)
+    path = packs.pack_dataset(registry, "busi", image_size=32, out_dir=tmp_path, root=str(tmp_path / "data"))
+    edited = {value: _rewritten(path, tmp_path / f"edited-{i}.rbpack", **{"class": value})
+              for i, value in enumerate(["this:Anything", "os:system", "antigravity:x", 42])}
+    # In a fresh process, where nothing else has imported those modules: the refusal imports none of them.
+    code = ("import json, sys\n"
+            "from robustbench_us.data import packs\n"
+            "from robustbench_us.errors import DataError\n"
+            "said = {}\n"
+            f"for path in {[str(p) for p in edited.values()]!r}:\n"
+            "    try:\n"
+            "        packs.load_pack(path)\n"
+            "        said[path] = 'loaded'\n"
+            "    except DataError as exc:\n"
+            "        said[path] = str(exc)\n"
+            f"ok = type(packs.load_pack({str(path)!r})).__name__\n"
+            "busbra = packs._dataset_class('robustbench_us_plugins.busbra:BusbraDataset', 'x.rbpack').__name__\n"
+            "imported = [m for m in ('this', 'antigravity') if m in sys.modules]\n"
+            "print(json.dumps({'said': said, 'ok': ok, 'busbra': busbra, 'imported': imported}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["imported"] == [] and (result["ok"], result["busbra"]) == ("FileDataset", "BusbraDataset")
+    assert "Zen of Python" not in out.stdout
+    for value, edited_path in edited.items():
+        message = result["said"][str(edited_path)]
+        assert message.startswith(f"{edited_path}: field \"class\" is {value!r}, not a FileDataset class")
+        assert "allowed: " in message and "robustbench_us.data.files:FileDataset" in message
+        assert "robustbench_us_plugins.busbra:BusbraDataset" in message and "refusing to import it" in message
+    # A plugin's own FileDataset subclass, once its module is loaded, still comes back from a pack.
+    own = _rewritten(path, tmp_path / "own.rbpack", **{"class": f"{__name__}:LocalFiles"})
+    assert type(packs.load_pack(own)) is LocalFiles
+    reliability.row("Security", "a dataset pack whose \"class\" field is edited (this:Anything, os:system)",
+                    "refused before anything is imported, naming the pack, the field and the allowed classes",
+                    packs_refused=len(edited), modules_imported=len(result["imported"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,3 +201,37 @@ def test_two_files_with_one_name_are_reported(tmp_path):
     with pytest.warns(DataWarning, match=r"benign/benign \(0\)\.png: benign \(0\)\.jpg has the same name"):
         d = make_folder(root=str(root), image_size=8)
     assert len(d) == 5 and len(set(d.ids)) == 5
+
+
+def test_a_symlink_leading_out_of_the_root_is_skipped_with_a_warning(tmp_path, reliability):
+    root = _tree(tmp_path / "data", masks=False)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    _image(50).save(outside / "secret.png")
+    (root / "benign" / "leak.png").symlink_to(outside / "secret.png")
+    # A link that stays inside the root is an ordinary file of the dataset.
+    (root / ".store").mkdir()
+    _image(60).save(root / ".store" / "kept.png")
+    (root / "malignant" / "alias.png").symlink_to(Path("..") / ".store" / "kept.png")
+    with pytest.warns(DataWarning) as caught:
+        d = make_folder(root=str(root), image_size=8)
+    message = str(caught[0].message)
+    assert "skipped 1 of 7 images" in message and "(1 link outside root)" in message
+    assert (f"benign/leak.png: a symlink to {(outside / 'secret.png').resolve()}, outside the dataset folder "
+            f"{root.resolve()}; copy the file into the dataset folder, or remove the link") in message
+    assert "benign/leak" not in d.ids and "malignant/alias" in d.ids and len(d) == 6
+    with pytest.raises(DataError, match=r"(?s)1 of 7 images .* cannot be used.*benign/leak\.png: a symlink to"):
+        make_folder(root=str(root), image_size=8, strict=True)
+    reliability.row("Bad input", "a file symlink inside the dataset folder pointing outside it (folder dataset)",
+                    "skipped with a warning naming it and its target (strict=True: an error); links that stay "
+                    "inside keep working", images_skipped=1, images_kept=len(d))
+
+
+def test_files_behind_a_folder_symlink_leading_out_of_the_root_are_not_read(tmp_path):
+    root = _tree(tmp_path / "data", {"benign": 2}, masks=False)
+    _tree(tmp_path / "elsewhere", {"malignant": 2}, masks=False)
+    (root / "malignant").symlink_to(tmp_path / "elsewhere" / "malignant", target_is_directory=True)
+    with pytest.warns(DataWarning, match=r"(?s)skipped 2 of 4 images .*\(2 link outside root\).*"
+                                         r"malignant/malignant \(0\)\.png: a symlink to .*elsewhere"):
+        with pytest.raises(DataError, match="no usable images of class malignant"):
+            make_folder(root=str(root), image_size=8)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -66,8 +68,9 @@ def _edge_cases() -> dict[str, object]:
 
 
 def _worker(rank: int, port: int, results: str, report: str) -> None:
+    # As under torchrun: the launcher hosts the rendezvous store and every rank joins it as a client.
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "TORCHELASTIC_USE_AGENT_STORE": "True"})
     torch.set_num_threads(1)
     registry = toy_registry()
     summary = run_suite(toy_suite(registry), results, registry=registry, progress=False)
@@ -77,14 +80,19 @@ def _worker(rank: int, port: int, results: str, report: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _launcher_store() -> torch.distributed.TCPStore:
+    """The rendezvous store, listening on a port the OS picks and holds until the store is dropped.
+
+    Finding a free port, closing it and letting rank 0 bind it again leaves a gap in which another
+    process can take the port (the gloo run then aborts); a store bound here has no such gap.
+    """
+    return torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False,
+                                      timeout=timedelta(seconds=DEADLINE_S))
 
 
 def _spawn(results: Path, report: Path) -> None:
-    context = mp.start_processes(_worker, args=(_free_port(), str(results), str(report)), nprocs=WORLD, join=False,
+    store = _launcher_store()
+    context = mp.start_processes(_worker, args=(store.port, str(results), str(report)), nprocs=WORLD, join=False,
                                  start_method="spawn")
     deadline = time.monotonic() + DEADLINE_S
     while not context.join(timeout=5):
@@ -92,6 +100,7 @@ def _spawn(results: Path, report: Path) -> None:
             for process in context.processes:
                 process.kill()
             pytest.fail(f"the {WORLD} gloo workers did not finish in {DEADLINE_S} s (a collective deadlocked?)")
+    del store  # held until every worker has finished
 
 
 def _records(results: Path) -> dict[str, dict]:
@@ -149,6 +158,15 @@ def test_sharded_batches_gather_in_order_and_failures_reach_every_rank(runs):
         assert report["bool"] == ["torch.bool", [True, False, True, False, True, False]]
     assert reports[1]["failure"] == "ValueError: only rank 1 breaks"
     assert reports[0]["failure"] == "DistributedError: rank 1 of 2 raised ValueError: only rank 1 breaks"
+
+
+def test_no_other_process_can_take_the_rendezvous_port_before_the_workers_join():
+    # The race of the old free-port probe: between probing and rank 0's bind, anyone could bind the port.
+    store = _launcher_store()
+    with socket.socket() as other, pytest.raises(OSError) as taken:
+        other.bind(("127.0.0.1", store.port))
+    assert taken.value.errno == errno.EADDRINUSE
+    assert store.port > 0
 
 
 def test_a_single_process_is_left_alone(monkeypatch):

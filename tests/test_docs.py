@@ -181,7 +181,7 @@ KWARGS: dict[tuple[str, str], dict] = {
     ("model", "timm:*"): {"batch": 2},
     ("dataset", "phantom"): {"options": {"count": 20}},
 }
-# Several seconds even when made small: run by `make test`, deselect with -m "not slow".
+# Several seconds even when made small: left out of `make test`, run by `make test-slow`.
 SLOW = {("attack", "ifgsm-paper"), ("attack", "topk"), ("attack", "mass-center"), ("attack", "target-map"),
         ("model", "resnet50"), ("model", "resnet50-mtl"), ("model", "timm:*"), ("dataset", "busi"),
         ("dataset", "busbra")}

@@ -100,7 +100,8 @@ def test_the_installed_plugin_is_listed_with_its_distribution(site):
     assert plugins["uniform-noise"] == {
         "name": "uniform-noise", "source": "entry-point", "distribution": "robustbench-us-example-attack",
         "version": "0.1.0", "location": str(site / "robustbench_us_example_attack.py"),
-        "hooks": ["register_attacks"], "registered": {"attack": ["uniform-noise"]},
+        "hooks": ["register_attacks"], "registered": {"attack": ["uniform-noise"]}, "status": "loaded",
+        "error": None,
     }
     assert plugins["fgsm"]["distribution"] == "robustbench-us"  # side by side with the reference plugins
 

@@ -49,3 +49,17 @@ def test_time_limit_interrupts_a_hanging_plugin():
 def test_no_limit_when_none():
     with time_limit(None, "x"):
         time.sleep(0.01)
+
+
+def test_a_plugin_catching_exception_cannot_swallow_the_timeout():
+    retries = 0
+    start = time.perf_counter()
+    with pytest.raises(CellTimeout, match="attack 'retrying' ran past the suite's cell_timeout of 0.2 s"):
+        with time_limit(0.2, "attack 'retrying'"):
+            while time.perf_counter() - start < 3.0:  # a plugin that retries through any error
+                try:
+                    time.sleep(0.01)
+                except Exception:  # noqa: BLE001, S112 - the habit under test
+                    retries += 1
+                    continue
+    assert retries == 0 and time.perf_counter() - start < 2.0

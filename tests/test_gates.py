@@ -110,6 +110,17 @@ def test_an_unknown_where_key_fails_and_suggests_the_right_one():
     assert check_where(Threshold("x", "=>", 1.0)) == "op '=>' is not one of >=, <=, >, <"
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "0.6"])
+def test_a_threshold_value_that_is_not_a_finite_number_is_unusable(value):
+    threshold = Threshold("adv_accuracy", ">=", value, {"attack": "ifgsm"})
+    assert check_where(threshold) == (f"value {value!r} is not a finite number; every comparison with it would "
+                                      "fail")
+    (result,) = evaluate_thresholds([threshold], RECORDS)  # one result, not one failure per selected cell
+    assert not result.passed and result.cell_id is None
+    assert result.reason == f"unusable threshold: value {value!r} is not a finite number; every comparison with it " \
+                            "would fail"
+
+
 def test_cell_matches_requires_every_key():
     config = RECORDS[0]["config"]
     assert cell_matches({"attack": "ifgsm", "explainer": "gradcam"}, config)

@@ -227,7 +227,9 @@ def test_every_metric_is_described_and_documented():
     keys = set(metrics.prediction_metrics(torch.tensor([0, 1, 1]), torch.randn(3, 2, generator=g),
                                           torch.randn(3, 2, generator=g), n_boot=5))
     keys |= set(metrics.explanation_metrics(maps, maps.flip(-1), torch.tensor([False, True, False]),
-                                            masks=maps > 0.5))
+                                            masks=maps > 0.5, correct=torch.tensor([True, True, False])))
+    keys |= set(metrics.confidence_metrics(torch.randn(3, 2, generator=g), torch.randn(3, 2, generator=g)))
+    keys |= set(metrics.rounding_metrics(torch.tensor([0, 1, 1]), torch.tensor([1, 1, 0]), torch.tensor([1, 1, 1])))
     keys |= set(metrics.segmentation_metrics(torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8), maps > 0.5))
     keys |= set(metrics.perturbation_metrics(torch.zeros(3, 3, 8, 8), torch.ones(3, 3, 8, 8) / 255))
     base = {k.removesuffix("_ci_low").removesuffix("_ci_high") for k in keys}
@@ -263,3 +265,36 @@ def test_auc_matches_sklearn_on_any_ties(pairs):
     else:
         expected = roc_auc_score(y.numpy(), torch.softmax(logits.double(), 1)[:, 1].numpy())
         assert ours == pytest.approx(expected, abs=1e-12)
+
+
+def test_fig2_subset_is_the_correctly_classified_images_whose_label_held():
+    """The study's Fig. 2: right diagnosis, still right, heatmap moved; misclassified images are never that subset."""
+    clean = torch.zeros(4, 4, 4)
+    clean[:, 0, 0] = 1.0  # every clean map peaks in the top-left corner
+    adv = clean.clone()
+    adv[1] = 0.0
+    adv[1, 3, 3] = 1.0  # image 1's map moved to the opposite corner: 3·√2 pixels
+    flipped = torch.tensor([False, False, True, False])
+    correct = torch.tensor([True, True, True, False])  # image 3 was misclassified from the start
+    out = metrics.explanation_metrics(clean, adv, flipped, correct=correct)
+    assert out["n_kept"] == 3.0 and out["n_kept_correct"] == 2.0  # images 0, 1 (3 is wrong, 2 flipped)
+    assert out["centroid_px_kept_correct"] == pytest.approx(3 * math.sqrt(2) / 2, rel=1e-6)
+    assert out["centroid_px_kept"] == pytest.approx(3 * math.sqrt(2) / 3, rel=1e-6)
+
+
+def test_confidence_change_is_over_the_images_whose_label_held():
+    logits_clean = torch.log(torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], dtype=torch.float64))
+    logits_adv = torch.log(torch.tensor([[0.7, 0.3], [0.6, 0.4], [0.55, 0.45]], dtype=torch.float64))
+    # image 1 flipped (0.8 malignant → 0.4); images 0 and 2 lost 0.2 and 0.05 of their benign probability.
+    out = metrics.confidence_metrics(logits_clean, logits_adv)
+    assert out["confidence_change_kept"] == pytest.approx((-0.2 - 0.05) / 2, rel=1e-9)
+
+
+def test_rounding_metrics_count_the_flips_that_survive_8_bit_rounding():
+    pred = torch.tensor([0, 0, 1, 1, 0])
+    unrounded = torch.tensor([1, 1, 0, 1, 0])  # three flips before rounding
+    rounded = torch.tensor([1, 0, 0, 1, 1])  # two of them survive; image 4 flips only after rounding
+    out = metrics.rounding_metrics(pred, unrounded, rounded)
+    assert out["flip_rate_unrounded"] == pytest.approx(3 / 5)
+    assert out["flips_surviving_rounding"] == pytest.approx(2 / 3)
+    assert math.isnan(metrics.rounding_metrics(pred, pred, rounded)["flips_surviving_rounding"])

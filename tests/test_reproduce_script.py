@@ -17,24 +17,25 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "scripts" / "reproduce_paper.sh"
-FINISH = ROOT / "benchmarks" / "scripts" / "gpu_finish.sh"
-PREPARE = ROOT / "benchmarks" / "scripts" / "gpu_prepare.sh"
 
 FAKE_RB = r'''#!/usr/bin/env python3
 """Stand-in for robustbench-us: log the call, sleep a little, write what the real command writes."""
-import json, os, sys, time
+import json, os, signal, sys, time
 from pathlib import Path
 args = [a for a in sys.argv[1:] if a != "-v"]
+
+def stop(_signum, _frame):  # as the real command: SIGTERM ends it cleanly with exit 130
+    with open("calls.log", "a") as fh:
+        fh.write(f"stopped {time.monotonic():.3f} {' '.join(args)}\n")
+    sys.exit(130)
+
+signal.signal(signal.SIGTERM, stop)
 with open("calls.log", "a") as fh:
     fh.write(f"start {time.monotonic():.3f} {' '.join(args)}\n")
 time.sleep(0.2)
 if os.environ.get("SLOW_ON") and os.environ["SLOW_ON"] in " ".join(args):
     time.sleep(60)
-if args[0] == "data" and args[1] == "pack":  # a pack of incompressible bytes, large enough to need parts
-    out = Path(args[args.index("--out") + 1])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args[2]}-224px-fake.rbpack").write_bytes(os.urandom(1_500_000))
-elif args[0] == "train":
+if args[0] == "train":
     out, size = args[args.index("--out") + 1], int(args[args.index("--image-size") + 1])
     if os.environ.get("FAIL_ON") and os.environ["FAIL_ON"] in out:
         sys.exit("training diverged")
@@ -59,8 +60,6 @@ def tree(tmp_path):
     """A scratch project root holding the script and a fake robustbench-us."""
     (tmp_path / "benchmarks" / "scripts").mkdir(parents=True)
     shutil.copy(SCRIPT, tmp_path / "benchmarks" / "scripts" / SCRIPT.name)
-    shutil.copy(FINISH, tmp_path / "benchmarks" / "scripts" / FINISH.name)
-    shutil.copy(PREPARE, tmp_path / "benchmarks" / "scripts" / PREPARE.name)
     rb = tmp_path / "fake-rb"
     rb.write_text(FAKE_RB.replace("#!/usr/bin/env python3", f"#!{sys.executable}", 1))
     rb.chmod(0o755)
@@ -72,9 +71,9 @@ def _environ(tree: Path, **env: str) -> dict[str, str]:
     return {**os.environ, "PATH": path, "RB": str(tree / "fake-rb"), "JOBS": "3", **env}
 
 
-def _run(tree: Path, *args: str, script: Path = SCRIPT, **env: str) -> subprocess.CompletedProcess:
+def _run(tree: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     environ = _environ(tree, **env)
-    return subprocess.run(["bash", str(tree / "benchmarks" / "scripts" / script.name), *args], cwd=tree,
+    return subprocess.run(["bash", str(tree / "benchmarks" / "scripts" / SCRIPT.name), *args], cwd=tree,
                           env=environ, capture_output=True, text=True, timeout=120)
 
 
@@ -83,6 +82,8 @@ def _calls(tree: Path) -> dict[str, tuple[float, float]]:
     times: dict[str, list[float]] = {}
     for line in (tree / "calls.log").read_text().splitlines():
         what, when, *cmd = line.split()
+        if what == "stopped":
+            continue
         if cmd[0] == "train":
             out = cmd[cmd.index("--out") + 1]
             key = "train:" + Path(out).name
@@ -215,95 +216,6 @@ def test_publish_takes_the_sites_records_for_suites_missing_from_results(tree):
     assert empty.returncode == 1 and "nothing to publish" in empty.stderr
 
 
-def _unpack(out: Path, into: Path) -> list[str]:
-    """The names in gpu_finish.sh's parts, unpacked into ``into``."""
-    import tarfile
-
-    data = b"".join(p.read_bytes() for p in sorted(out.glob("finish.tar.gz.part*")))
-    into.mkdir()
-    (into / "all.tar.gz").write_bytes(data)
-    with tarfile.open(into / "all.tar.gz") as tar:
-        tar.extractall(into, filter="data")
-        return tar.getnames()
-
-
-def test_gpu_finish_runs_what_the_first_lease_left_and_packs_it(tree):
-    (tree / "packs").mkdir()
-    (tree / "packs" / "busi-224px-x.rbpack").write_bytes(b"p")
-    done = _run(tree, "60", script=FINISH, PACKS="packs", OUT="out")
-    assert done.returncode == 0, done.stdout + done.stderr
-    calls = _calls(tree)
-    assert {"run:paper-busbra-native", "run:paper-busbrapre"} == {k for k in calls if k.startswith("run:")}
-    assert {f"train:busi-resnet50-mtl-s{s}" for s in (1, 2)} <= set(calls)
-    assert {f"train:busi-resnet50-mtl-busbrapre-s{s}" for s in (0, 1, 2)} <= set(calls)
-    assert not any(k.startswith(("train:busi-resnet50-s", "train:busi-convnext")) for k in calls)
-    assert not any(k.startswith("train:busi-resnet50-mtl-s0") for k in calls)  # its published card stays
-    names = _unpack(tree / "out", tree / "back")
-    assert "checkpoints/paper/busi-resnet50-mtl-s1.json" in names
-    assert "results/paper-busbra-native/checkpoints/busbra__resnet50-mtl_224-abc.json" in names
-    assert not [n for n in names if n.endswith(".safetensors")]  # weights stay behind
-
-
-def test_gpu_finish_stops_at_its_deadline_and_still_packs(tree):
-    (tree / "packs").mkdir()
-    (tree / "packs" / "busi-224px-x.rbpack").write_bytes(b"p")
-    done = _run(tree, "4", script=FINISH, PACKS="packs", OUT="out", SLOW_ON="paper-busbra-native")
-    assert done.returncode == 124, done.stdout + done.stderr
-    assert "deadline: stopping" in done.stdout
-    names = _unpack(tree / "out", tree / "back")
-    assert "checkpoints/paper/busi-resnet50-mtl-s2.json" in names  # the cards finished before the deadline
-    assert "results/logs/suite-paper-busbra-native.log" in names
-    missing = _run(tree, script=FINISH, PACKS="nowhere", OUT="out")
-    assert missing.returncode == 2 and "no dataset packs in nowhere" in missing.stderr
-
-
-def test_gpu_prepare_cuts_the_data_into_carries_that_gpu_finish_joins(tree):
-    (tree / ".device" / "whl").mkdir(parents=True)
-    for name in ("jsonschema-0-py3-none-any.whl", "robustbench_us-0-py3-none-any.whl"):  # no download, no build
-        (tree / ".device" / "whl" / name).write_bytes(b"wheel")
-    done = _run(tree, script=PREPARE, BUDGET_MB="1")
-    assert done.returncode == 0, done.stdout + done.stderr
-    carries = sorted((tree / ".device").glob("carry*"))
-    assert len(carries) == 3 and all(len(list(c.iterdir())) == 1 for c in carries)
-    assert all(p.stat().st_size <= 1024 * 1024 for c in carries for p in c.iterdir())
-    assert 'call 3: carry [".device/carry3"], command: OUT=$OUT benchmarks/scripts/gpu_finish.sh 540' in done.stdout
-    packs = {p.name: p.read_bytes() for p in (tree / ".device" / "packs").iterdir()}
-    assert set(packs) == {"busi-224px-fake.rbpack", "busbra-224px-fake.rbpack"}
-    # On the lent machine only the carry folders arrive.
-    shutil.rmtree(tree / ".device" / "packs")
-    shutil.rmtree(tree / ".device" / "whl")
-    finished = _run(tree, "60", script=FINISH, OUT="out")
-    assert finished.returncode == 0, finished.stdout + finished.stderr
-    assert "joining 3 carried part(s)" in finished.stdout
-    assert {p.name: p.read_bytes() for p in (tree / ".device" / "packs").iterdir()} == packs
-    assert (tree / ".device" / "whl" / "jsonschema-0-py3-none-any.whl").read_bytes() == b"wheel"
-
-
-def test_gpu_finish_keeps_a_snapshot_while_it_runs(tree):
-    """Records, cards and logs of a moment ago sit in $OUT/snapshot.tar.gz until the final parts replace it."""
-    import tarfile
-    import time
-
-    (tree / "packs").mkdir()
-    (tree / "packs" / "busi-224px-x.rbpack").write_bytes(b"p")
-    env = _environ(tree, PACKS="packs", OUT="out", SLOW_ON="paper-busbra-native", SNAPSHOT_EVERY="1")
-    proc = subprocess.Popen(["bash", str(tree / "benchmarks" / "scripts" / FINISH.name), "8"], cwd=tree, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    snapshot, seen = tree / "out" / "snapshot.tar.gz", []
-    deadline = time.monotonic() + 7
-    while time.monotonic() < deadline and proc.poll() is None:
-        if snapshot.is_file():
-            with tarfile.open(snapshot) as tar:
-                seen = tar.getnames()
-            if "checkpoints/paper/busi-resnet50-mtl-s2.json" in seen:
-                break
-        time.sleep(0.3)
-    out, err = proc.communicate(timeout=90)
-    assert proc.returncode == 124, out + err
-    assert "checkpoints/paper/busi-resnet50-mtl-s2.json" in seen and not [n for n in seen if "/figures" in n]
-    assert not snapshot.exists() and list((tree / "out").glob("finish.tar.gz.part*"))
-
-
 def _record(folder: Path, name: str, sha: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.json").write_text(json.dumps({"cell_id": name, "provenance": {"checkpoint_sha256": sha}}))
@@ -335,3 +247,81 @@ def test_a_retrained_card_does_not_replace_one_that_published_records_were_measu
     forced = _run(tree, STEPS="train", MODELS="resnet50", SEEDS="0", REPLACE_CARDS="1")
     assert forced.returncode == 0
     assert json.loads((cards / "busi-resnet50-s0.json").read_text())["sha256"] == "new-busi-resnet50-s0"
+
+
+def test_the_deadline_stops_every_job_cleanly_and_a_rerun_goes_on(tree):
+    """DEADLINE: running jobs get SIGTERM (as a scheduler's limit sends it), nothing more starts, exit 124."""
+    import time
+
+    began = time.monotonic()
+    # The seed-0 trainings end before the deadline (their jobs' exits must not disarm it); the BUS-BRA suite
+    # would run for a minute.
+    done = _run(tree, "--deadline", "3", STEPS="train pretrain suites", SUITES="paper-busbrapre", SEEDS="0",
+                JOBS="4", SLOW_ON="paper-busbra-native", GRACE="20")
+    took = time.monotonic() - began
+    assert done.returncode == 124, done.stdout + done.stderr
+    assert took < 20, f"the stopped job ran on: {took:.1f} s"  # the stand-in sleeps 60 s unless stopped
+    assert done.stdout.count("] done  train-") == 3
+    assert "the deadline (3 s): stopping every job" in done.stdout
+    assert "stopped by the deadline (3 s); unfinished: suite-paper-busbra-native; not started: " \
+           "finetune-resnet50-mtl-busbrapre-s0 suite-paper-busbrapre" in done.stderr
+    assert "run the same command again to go on" in done.stderr
+    log = (tree / "calls.log").read_text()
+    stops = [line.split()[2:] for line in log.splitlines() if line.startswith("stopped")]
+    assert stops == [["run", "paper-busbra-native", "--no-progress"]]  # ended by its own SIGTERM handler
+    assert "busbrapre" not in log  # nothing started after the stop
+    # The same command again, with time to finish: it goes on from where it stopped.
+    (tree / "calls.log").unlink()
+    again = _run(tree, "--deadline", "100", STEPS="train pretrain suites", SUITES="paper-busbrapre", SEEDS="0",
+                 JOBS="4")
+    assert again.returncode == 0, again.stdout + again.stderr
+    calls = _calls(tree)
+    assert not any(k.startswith("train:busi-") and "busbrapre" not in k for k in calls)  # kept, not retrained
+    assert {"run:paper-busbra-native", "train:busi-resnet50-mtl-busbrapre-s0", "run:paper-busbrapre"} <= set(calls)
+
+
+def test_a_deadline_that_is_not_reached_costs_nothing(tree):
+    """The deadline's timer goes with the script: a run that ends early returns at once, status 0."""
+    import time
+
+    began = time.monotonic()
+    done = _run(tree, STEPS="train", SEEDS="0", MODELS="resnet50", DEADLINE="100")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert time.monotonic() - began < 30 and "stopping" not in done.stdout
+
+
+def test_sigterm_to_the_script_stops_its_jobs_and_exits_130(tree):
+    """A scheduler (or Ctrl-C) signalling the script itself reaches every job it started; none is left running."""
+    import signal
+    import time
+
+    env = _environ(tree, STEPS="pretrain", SLOW_ON="paper-busbra-native", GRACE="20")
+    proc = subprocess.Popen(["bash", str(tree / "benchmarks" / "scripts" / SCRIPT.name)], cwd=tree, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    calls = tree / "calls.log"
+    until = time.monotonic() + 30
+    while time.monotonic() < until and "start" not in (calls.read_text() if calls.is_file() else ""):
+        time.sleep(0.1)
+    time.sleep(0.5)  # into the stand-in's long sleep
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "a TERM signal: stopping every job" in out
+    assert "stopped by a TERM signal; unfinished: suite-paper-busbra-native" in err
+    stops = [line.split()[2:] for line in calls.read_text().splitlines() if line.startswith("stopped")]
+    assert stops == [["run", "paper-busbra-native", "--no-progress"]]  # ended by its own SIGTERM handler
+
+
+NOT_SECONDS = "is not a number of seconds for DEADLINE (--deadline) or GRACE; give a whole number above 0"
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (("--deadline", "soon"), {}, f"'soon' {NOT_SECONDS}"),
+    ((), {"DEADLINE": "0"}, f"'0' {NOT_SECONDS}"),
+    ((), {"GRACE": "-5"}, f"'-5' {NOT_SECONDS}"),
+    (("--deadline",), {}, "--deadline needs a number of seconds, e.g. --deadline 3600"),
+])
+def test_a_deadline_that_is_not_a_number_of_seconds_is_refused(tree, args, env, message):
+    done = _run(tree, *args, STEPS="train", **env)
+    assert done.returncode == 2 and message in done.stderr
+    assert not (tree / "calls.log").exists()  # refused before anything started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -67,6 +68,58 @@ def test_failed_cells_are_retried_invalid_ones_are_final(tmp_path):
     store.write(make_record("i", Status.INVALID))
     assert not store.is_finished("f")
     assert store.is_finished("i")
+
+
+def test_a_record_of_another_plugin_version_is_not_finished(tmp_path):
+    store = ResultStore(tmp_path, "s")
+    now = {"attack": {"plugin": "fgsm", "distribution": "robustbench-us", "version": "0.2.0"},
+           "dataset": {"plugin": "toy", "distribution": None, "version": None}}
+    store.write(make_record("old-style"))  # written before versions were recorded: finished as before
+    assert store.is_finished("old-style", now) and store.changed_plugins("old-style", now) == []
+    then = {"attack": now["attack"] | {"version": "0.1.0"}, "dataset": now["dataset"]}
+    for cell_id, versions in (("same", now), ("older", then)):
+        store.write(dataclasses.replace(make_record(cell_id), provenance={"plugin_versions": versions}))
+    assert store.is_finished("same", now) and store.is_finished("older")  # no versions given: as before
+    assert not store.is_finished("older", now)
+    assert store.changed_plugins("older", now) == [
+        "attack plugin 'fgsm': robustbench-us 0.1.0 then, robustbench-us 0.2.0 now"]
+    text = store.path_of("older").read_text()
+    moved = store.supersede("older")
+    assert moved.parent == store.records_dir / "superseded" and moved.read_text() == text
+    assert not store.path_of("older").exists()
+    assert [r["cell_id"] for r in store.read_all()] == ["old-style", "same"]  # superseded records are not read
+
+
+def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import time
+
+    from robustbench_us.store import temp_prefix
+
+    store = ResultStore(tmp_path, "s")
+    store.records_dir.mkdir(parents=True)
+    exited = subprocess.Popen(["true"])  # noqa: S607 - a writer that is gone (reaped: its pid is free)
+    exited.wait()
+    live = subprocess.Popen(["sleep", "30"])  # noqa: S607 - a concurrent writer, still writing
+    try:
+        def tagged(pid: int) -> str:
+            return temp_prefix("c.json").replace(f".w{os.getpid()}@", f".w{pid}@") + "abc123.tmp"
+
+        names = {"dead": tagged(exited.pid), "live": tagged(live.pid), "untagged-old": ".fig.png.tmp",
+                 "untagged-new": ".other.png.tmp",
+                 "reused-pid": tagged(live.pid).replace("abc123", "def456")}  # untouched for hours: not live's
+        for name in names.values():
+            (store.records_dir / name).write_text("partial")
+        for name, hours in (("untagged-old", 1), ("reused-pid", 2)):
+            then = time.time() - hours * 3600
+            os.utime(store.records_dir / names[name], (then, then))
+        removed = store.remove_stale_temporaries()
+        assert sorted(p.name for p in removed) == sorted([names["dead"], names["untagged-old"], names["reused-pid"]])
+        assert sorted(p.name for p in store.records_dir.iterdir()) == sorted([names["live"], names["untagged-new"]])
+    finally:
+        live.kill()
+        live.wait()
 
 
 @pytest.mark.parametrize("bad", ["../escape", "/etc/passwd", "a/../../b"])

@@ -54,12 +54,12 @@ def test_the_shipped_default_suite_is_valid():
 
 @pytest.mark.parametrize(("old", "new", "match"), [
     ('name = "gradcam"', 'name = "gradcan"', r"explainers\[0\]\.name: Unknown explainer 'gradcan'.*Did you mean 'gradcam'"),
-    ("seed = 3", 'seed = "3"', r"suite\.seed: expected an integer, got str"),
+    ("seed = 3", 'seed = "3"', r"suite\.seed: expected an integer from 0 to 2\*\*32 - 1, got str"),
     ("n_images = 8", "n_imgs = 8", r"suite\.n_imgs: unknown key.*Did you mean 'n_images'"),
     ("eps_grey = [1, 2]", "eps = [1, 2]", r"attacks\[0\]\.eps: 2 is outside \[0, 1\] pixel units. Use eps_grey"),
     ("eps_grey = [1, 2]", "eps_grey = []", r"the list is empty"),
     ("input_size = 64", "input_size = 50", r"multiple of 32"),
-    ("seed = 3", "seed = true", r"expected an integer, got bool"),
+    ("seed = 3", "seed = true", r"expected an integer from 0 to 2\*\*32 - 1, got bool"),
 ])
 def test_bad_suites_name_file_key_and_fix(tmp_path, old, new, match):
     path = write(tmp_path, GOOD.replace(old, new))

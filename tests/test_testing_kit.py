@@ -165,6 +165,22 @@ def test_every_violation_is_listed_not_only_the_first():
     assert "broke 5 conformance check(s)" in message  # region-mask too: the noise ignores it
 
 
+def test_nan_output_is_reported_once_not_as_nondeterminism(reliability):
+    class NaNPixel(UniformNoise):
+        def perturb(self, model, x, y, *, explainer=None, mask=None, generator=None):
+            out = super().perturb(model, x, y, mask=mask, generator=generator)
+            out[0, 0, 0, 0] = float("nan")  # the same pixel every call
+            return out
+
+    with pytest.raises(ConformanceError) as info:
+        check_attack(lambda *, eps: NaNPixel(eps), eps=EPS)
+    message = str(info.value)
+    assert "[finite-in-range] 1 values are NaN or infinite" in message
+    assert "[deterministic]" not in message and "broke 1 conformance check(s)" in message
+    reliability.row("Bad input", "an attack whose output holds NaN (robustbench-us check attack)",
+                    "reported once, as finite-in-range; no false determinism hint", checks_failed=1)
+
+
 def test_a_label_preserving_claim_is_checked_on_the_model():
     model, images = Brightness(), torch.full((2, 3, 32, 32), 0.45)
     with pytest.raises(ConformanceError, match=r"\[preserves-label\] the spec says preserves_label=True but 2 of 2"):

@@ -4,6 +4,7 @@
 #
 #   benchmarks/scripts/reproduce_paper.sh                 # full scale: 224×224, 80 epochs, 3 seeds (GPU)
 #   benchmarks/scripts/reproduce_paper.sh --scale cpu     # the stated reduced CPU run
+#   benchmarks/scripts/reproduce_paper.sh --deadline 3600 # stop cleanly after an hour; rerun to go on
 #
 # Options (environment):
 #   ROBUSTBENCH_US_DATA  folder holding busi/ and busbra/ (default ../shared/data)
@@ -29,19 +30,38 @@
 #   REPLACE_CARDS        1: publish a retrained card even where published records were measured with the
 #                        weights of the card it replaces (by default that card is kept, and the script says so)
 #   RB                   the command (default .venv/bin/robustbench-us, else robustbench-us)
+#   DEADLINE             seconds (or --deadline SECONDS): then every running job gets SIGTERM, as a scheduler's
+#                        time limit would send it, nothing more starts, and the script exits 124
+#   GRACE                seconds a stopped job may take to finish its last write before SIGKILL (default 60)
 #
 # Re-running is cheap: existing checkpoints are kept (delete checkpoints/paper/ to retrain)
 # and the runner skips finished cells. Logs: results/logs/<step>.log.
+# Stopping: SIGTERM or Ctrl-C to this script, or its DEADLINE, sends SIGTERM to every job it started
+# (robustbench-us then keeps every finished cell, and a training its last resume state), starts
+# nothing more and exits (130 for a signal, 124 for the deadline). Run the same command again to go on.
 set -euo pipefail
 
 scale=""
+deadline="${DEADLINE:-}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --scale) scale="$2"; shift 2 ;;
     --scale=*) scale="${1#--scale=}"; shift ;;
+    --deadline)
+      (( $# > 1 )) || { echo "reproduce_paper.sh: --deadline needs a number of seconds, e.g. --deadline 3600" >&2; exit 2; }
+      deadline="$2"; shift 2 ;;
+    --deadline=*) deadline="${1#--deadline=}"; shift ;;
     -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {print}' "$0"; exit 0 ;;
-    *) echo "reproduce_paper.sh: unknown argument $1 (use --scale cpu or nothing)" >&2; exit 2 ;;
+    *) echo "reproduce_paper.sh: unknown argument $1 (use --scale cpu, --deadline SECONDS or nothing)" >&2; exit 2 ;;
   esac
+done
+GRACE="${GRACE:-60}"
+for value in "${deadline:-1}" "$GRACE"; do
+  if ! [[ "$value" =~ ^[0-9]+$ ]] || (( 10#$value < 1 )); then
+    echo "reproduce_paper.sh: '$value' is not a number of seconds for DEADLINE (--deadline) or GRACE;" \
+      "give a whole number above 0, e.g. --deadline 3600" >&2
+    exit 2
+  fi
 done
 
 cd "$(dirname "$0")/../.."
@@ -58,7 +78,7 @@ if [[ -z "$scale" ]]; then
   [[ "${AMP:-1}" == 1 ]] && train_args+=(--amp)
   scale_flag=(); suffix=""
 elif [[ "$scale" == cpu ]]; then
-  # Must match [scales.cpu] of benchmarks/suites/paper*.toml (input_size = 64).
+  # Must match [scales.cpu] of robustbench_us/suites/paper*.toml (input_size = 64).
   size=64; train_args=(--epochs 6 --patience 3 --lr 1e-3 --batch-size 32 --device cpu --no-progress)
   # ConvNeXt-atto is ~15× cheaper than ResNet-50; with 6 epochs its best validation loss was
   # the all-benign epoch 2 (test sensitivity 0), so at this scale it trains for up to 20.
@@ -93,30 +113,92 @@ read -ra run_suites <<< "${SUITES:-${all_suites[*]}}"
 
 # Jobs run JOBS at a time, in the order started; each logs to results/logs/<name>.log.
 # `await NAME...` waits for those jobs; `finish` waits for all and fails naming the failed ones.
-failed=()
+# Each job is a process group of its own (set -m while it starts), so stopping one reaches every
+# process it started.
+failed=() stopped=() not_started=()
+stopping="" stop_status=0
 declare -A pid_of=()
 start() {  # start NAME CMD...
   local name="$1"; shift
-  while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n || true; done
+  while (( $(jobs -rp | wc -l) >= JOBS )) && [[ -z "$stopping" ]]; do wait -n || true; done
+  if [[ -n "$stopping" ]]; then
+    echo "[$(date +%T)] not started: $name (stopped by $stopping)"; not_started+=("$name"); return 0
+  fi
   echo "[$(date +%T)] start $name"
-  ( "$@" > "$logs/$name.log" 2>&1 && echo "[$(date +%T)] done  $name" \
-      || { echo "[$(date +%T)] FAILED $name (see $logs/$name.log)"; tail -5 "$logs/$name.log"; exit 1; } ) &
+  set -m
+  (
+    set +m
+    job_stopped=0
+    trap 'job_stopped=1' TERM INT
+    if "$@" > "$logs/$name.log" 2>&1; then rc=0; else rc=$?; fi
+    if (( job_stopped )); then echo "[$(date +%T)] stopped $name (exit $rc; see $logs/$name.log)"; exit 124; fi
+    if (( rc == 0 )); then echo "[$(date +%T)] done  $name"; exit 0; fi
+    echo "[$(date +%T)] FAILED $name (see $logs/$name.log)"; tail -5 "$logs/$name.log"; exit 1
+  ) &
   pid_of[$name]=$!
+  set +m
+}
+rb() {  # rb ARGS...: the robustbench-us command, unless this job has been told to stop
+  if (( ${job_stopped:-0} )); then return 124; fi
+  "$RB" "$@"
 }
 await() {
-  local name
+  local name pid rc
   for name in "$@"; do
-    [[ -n "${pid_of[$name]:-}" ]] || continue
-    wait "${pid_of[$name]}" || failed+=("$name")
+    pid="${pid_of[$name]:-}"
+    [[ -n "$pid" ]] || continue
+    while :; do
+      rc=0
+      wait "$pid" || rc=$?
+      # A trapped signal (the deadline, TERM, Ctrl-C) ends `wait` early while the job still runs.
+      if (( rc > 128 )) && kill -0 "$pid" 2> /dev/null; then continue; fi
+      break
+    done
+    if (( rc == 124 )) || { [[ -n "$stopping" ]] && (( rc != 0 )); }; then
+      stopped+=("$name")
+    elif (( rc != 0 )); then
+      failed+=("$name")
+    fi
     unset "pid_of[$name]"
   done
+}
+stop_jobs() {  # stop_jobs REASON STATUS: SIGTERM to every running job, SIGKILL to any still running after GRACE s
+  [[ -z "$stopping" ]] || return 0
+  stopping="$1" stop_status="$2"
+  echo "[$(date +%T)] $stopping: stopping every job; what they finished is kept"
+  local pid waited=0
+  for pid in "${pid_of[@]}"; do kill -TERM -- "-$pid" 2> /dev/null || true; done
+  while [[ -n "$(jobs -rp)" ]] && (( waited < GRACE )); do sleep 1; waited=$((waited + 1)); done
+  if [[ -n "$(jobs -rp)" ]]; then
+    echo "[$(date +%T)] still running after GRACE=${GRACE}s: killed"
+    for pid in "${pid_of[@]}"; do kill -KILL -- "-$pid" 2> /dev/null || true; done
+  fi
+}
+stop_exit() {  # after a stop: say what did not finish and exit with its status
+  [[ -n "$stopping" ]] || return 0
+  echo "reproduce_paper.sh: stopped by $stopping; unfinished: ${stopped[*]:-none}; not started:" \
+    "${not_started[*]:-none}. Finished cells, checkpoints and training progress are kept:" \
+    "run the same command again to go on (logs in $logs/)." >&2
+  exit "$stop_status"
 }
 finish() {
   await "${!pid_of[@]}"
   if (( ${#failed[@]} )); then
     echo "reproduce_paper.sh: failed: ${failed[*]} (logs in $logs/)" >&2; exit 1
   fi
+  stop_exit
 }
+trap 'stop_jobs "a TERM signal" 130' TERM
+trap 'stop_jobs "an interrupt" 130' INT
+if [[ -n "$deadline" ]]; then
+  trap 'stop_jobs "the deadline (${deadline} s)" 124' USR1
+  set -m
+  ( set +m; sleep "$deadline"; kill -USR1 "$$" 2> /dev/null ) &
+  watchdog=$!
+  set +m
+  disown "$watchdog"
+  trap 'kill -- "-$watchdog" 2> /dev/null || true' EXIT
+fi
 
 publish_cards() {  # publish_cards "FOLDER..." CARD...: copy the cards trained at this scale's size into $cards
   # A published card is not replaced by another model's card while a record under FOLDER/*/records/
@@ -157,7 +239,7 @@ PY
 train_busi() {  # train_busi MODEL SEED
   local model="$1" seed="$2" out="$ckpt/busi-$(slug "$1")-s$2" extra=()
   [[ "$model" == timm:convnext* ]] && extra=("${convnext_args[@]}")
-  "$RB" -v train "$model" --dataset busi --image-size "$size" "${train_args[@]}" "${extra[@]}" \
+  rb -v train "$model" --dataset busi --image-size "$size" "${train_args[@]}" "${extra[@]}" \
     --seed "$seed" --split-seed 0 --out "$out" --no-progress
 }
 train_jobs() {  # train_jobs SEED...: start the BUSI trainings of these seeds that have no checkpoint yet
@@ -172,7 +254,7 @@ train_jobs() {  # train_jobs SEED...: start the BUSI trainings of these seeds th
     done
   done
 }
-suite_job() { start "suite-$1$suffix" "$RB" run "$1" "${scale_flag[@]}" --no-progress; }
+suite_job() { start "suite-$1$suffix" rb run "$1" "${scale_flag[@]}" --no-progress; }
 suite_step() {  # suite_step SUITE: the suites step's job for SUITE, unless SUITES leaves it out
   if contains "$1" "${run_suites[@]}"; then suite_job "$1"; else echo "skip suite $1 (not in SUITES)"; fi
 }
@@ -184,7 +266,7 @@ finetune() {  # finetune SEED (after paper-busbra-native has trained its model)
   local pre out="$ckpt/busi-resnet50-mtl-busbrapre-s$1"
   pre=$(ls results/paper-busbra-native${suffix}/checkpoints/busbra__resnet50-mtl_${size}-*.safetensors | head -1)
   cp "${pre%.safetensors}.json" "$cards/busbra-f2345-resnet50-mtl-s0.json"
-  "$RB" -v train resnet50-mtl --dataset busi --init-from "$pre" --image-size "$size" "${train_args[@]}" \
+  rb -v train resnet50-mtl --dataset busi --init-from "$pre" --image-size "$size" "${train_args[@]}" \
     --seed "$1" --split-seed 0 --out "$out" --no-progress
 }
 
@@ -231,7 +313,7 @@ if has joint; then
   for seed in $SEEDS; do
     out="$ckpt/busi+busbra-resnet50-mtl-s$seed"
     if [[ -f "$out.safetensors" ]]; then echo "keep $out.safetensors"; continue; fi
-    start "joint-resnet50-mtl-s$seed" "$RB" -v train resnet50-mtl --dataset busi --dataset busbra \
+    start "joint-resnet50-mtl-s$seed" rb -v train resnet50-mtl --dataset busi --dataset busbra \
       --dataset-option busbra:split=official-5fold --dataset-option busbra:fold=1 --image-size "$size" \
       "${train_args[@]}" --seed "$seed" --split-seed 0 --out "$out" --no-progress
   done
@@ -250,15 +332,17 @@ if has control; then
   for seed in $SEEDS; do
     out="$ckpt/busi-resnet50-mtl-long-s$seed"
     if [[ -f "$out.safetensors" ]]; then echo "keep $out.safetensors"; continue; fi
-    start "control-resnet50-mtl-long-s$seed" "$RB" -v train resnet50-mtl --dataset busi --image-size "$size" \
+    start "control-resnet50-mtl-long-s$seed" rb -v train resnet50-mtl --dataset busi --image-size "$size" \
       "${long_args[@]}" --seed "$seed" --split-seed 0 --out "$out" --no-progress
   done
   finish
 fi
 
 # Model cards (sha256, recipe, val/test metrics) are published; the weights stay local.
+stop_exit
 publish_cards "results leaderboards/site/suites" "$ckpt"/busi-*.json
 
+stop_exit
 if has publish; then
   # Suites published earlier whose records this checkout's results/ lacks (a fresh clone, a GPU run
   # that brought back only new suites): republish the site's own records. Their figures are kept

@@ -7,7 +7,9 @@ name without suffix, ``*`` and ``?`` are wildcards (default
 ``{stem}_mask*.png``, the BUSI convention; several masks of one image are
 OR-merged). ``masks=None`` uses masks if any exist and then requires one per
 image; ``True`` requires them; ``False`` ignores them. Other folders are skipped
-with a warning. No patient ids exist, so near-duplicates (pHash ≤ 10 bits) form
+with a warning, and so is a file reached through a symlink (to a file or a folder)
+that leads out of ``root`` (an error with ``strict=True``): the dataset is what is
+inside its folder. No patient ids exist, so near-duplicates (pHash ≤ 10 bits) form
 the groups a split keeps together.
 """
 

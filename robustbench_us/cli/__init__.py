@@ -7,13 +7,66 @@ import importlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import Any
 
 from robustbench_us.errors import RobustBenchError
 
-# Each module defines ``add_parser(subparsers)`` which sets ``func`` on its parser.
+# Each module defines ``add_parser(subparsers)`` which sets ``func`` on its parser. Modules import torch,
+# pandas and the like inside ``run`` (or in a ``later`` step), so that ``--help`` and ``--version`` stay fast.
 COMMAND_MODULES = ("plugins_cmd", "list_cmd", "run_cmd", "leaderboard_cmd", "train_cmd", "site_cmd", "data_cmd",
                    "check_cmd", "compare_cmd")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that can add some of its arguments only once that subcommand is used.
+
+    ``robustbench-us --help`` builds every subcommand's parser to list them. A subcommand whose
+    arguments need a heavy module (``train`` reads its defaults from ``TrainConfig``, which imports
+    torch) registers them with :meth:`later`; they are added, in order, before the parser first
+    parses or formats its usage or help.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._later: list[Callable[[argparse.ArgumentParser], None]] = []
+
+    def later(self, add: Callable[[argparse.ArgumentParser], None]) -> None:
+        """Call ``add(self)`` when this parser is first used, after the steps registered before it."""
+        self._later.append(add)
+
+    def _complete(self) -> None:
+        while self._later:
+            self._later.pop(0)(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._complete()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._complete()
+        return super().format_help()
+
+
+def package_version() -> str:
+    """The installed distribution's version (the package's own ``__version__`` when run from a bare checkout)."""
+    try:
+        return metadata.version("robustbench-us")
+    except metadata.PackageNotFoundError:
+        from robustbench_us import __version__
+
+        return __version__
+
+
+def _add_verbose(sub: argparse.ArgumentParser) -> None:
+    if "-v" not in sub._option_string_actions:
+        sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log progress details to stderr")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,15 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="robustbench-us",
         description="Benchmark whether invisible perturbations change breast-ultrasound diagnoses and heatmaps.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     subparsers.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(f"robustbench_us.cli.{name}").add_parser(subparsers)
     for sub in subparsers.choices.values():  # -v also works after the command, as users type it
-        if "-v" not in sub._option_string_actions:
-            sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                             help="log progress details to stderr")
+        sub.later(_add_verbose)  # after the subcommand's own later arguments, as if added last
     return parser
 
 

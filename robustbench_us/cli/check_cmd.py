@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import inspect
 import sys
+from typing import Any
 
 from robustbench_us.cli.options import key_value
 from robustbench_us.specs import Kind
@@ -54,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
         kwargs |= {k: v for k, v in (("image_size", args.image_size), ("root", args.root)) if v is not None}
     else:
         kwargs["device"] = args.device
+    problem = _unknown_option(kind, args.name, kwargs["options"])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         report = check_plugin(kind, args.name, **kwargs)
     except ConformanceError as exc:
@@ -61,3 +68,40 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(report)
     return 0
+
+
+# Factory arguments ``check`` sets from its own flags; as ``--option`` they would clash.
+_FLAG_FOR = {"eps": "--eps or --eps-grey", "input_size": "--input-size", "image_size": "--image-size",
+             "root": "--root", "variant": "the name (e.g. art:fgm)"}
+
+
+def _unknown_option(kind: Kind, name: str, options: dict[str, Any]) -> str | None:
+    """Why an ``--option`` cannot reach ``name``'s factory (a key it does not take), or None.
+
+    Checked before the kit runs, so a typo is a usage error naming the option, the
+    options the factory takes (as ``robustbench-us list`` shows them) and the closest
+    match, not a conformance failure blamed on the factory.
+    """
+    from robustbench_us.cli.list_cmd import HOST_ARGUMENTS, factory_options
+    from robustbench_us.plugins import default_registry
+
+    spec = default_registry().get(kind, name)  # an unknown name: UnknownNameError, exit 2
+    accepted = list(factory_options(spec))
+    try:
+        parameters = inspect.signature(spec.factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    where = f"{kind} {name!r} (plugin {spec.plugin!r})"
+    for key in options:
+        if key in HOST_ARGUMENTS[kind] | {"variant"}:
+            if key not in _FLAG_FOR:
+                return f"--option {key}: check sets {key} for {where} itself; drop the option."
+            return f"--option {key}: {where} gets {key} from {_FLAG_FOR[key]}; use that instead."
+        if key in accepted or takes_any:
+            continue
+        close = difflib.get_close_matches(key, accepted, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return (f"--option {key}: {where} has no option {key!r}.{hint} It takes: "
+                f"{', '.join(accepted) or '(no options)'} (`robustbench-us list {kind}s` shows their defaults).")
+    return None

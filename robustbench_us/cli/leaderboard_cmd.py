@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from robustbench_us.leaderboard import write_leaderboard
 from robustbench_us.cli.site_cmd import add_site_options
+from robustbench_us.errors import RobustBenchError
 from robustbench_us.store import ResultStore
 from robustbench_us.suite import load_suite
 
@@ -15,17 +16,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "leaderboard", help="regenerate a suite's tables, or `leaderboard publish` the static site",
         description="`robustbench-us leaderboard SUITE` rebuilds leaderboards/<suite>.csv and .md from the suite's "
-                    "records. `robustbench-us leaderboard publish [SUITE ...]` writes the static site (sortable, "
-                    "filterable tables linking every row to its figures and record) for those suites, or for every "
-                    "suite in the results folder.")
-    parser.add_argument("target", metavar="SUITE|publish", help="a suite (path or shipped name), or 'publish'")
+                    "records; SUITE is a path to a .toml file, NAME for ./NAME.toml, or a shipped suite's name, "
+                    "in that order. With no records of the suite in the results folder it refuses and leaves "
+                    "the tables as they are. `robustbench-us leaderboard publish [SUITE ...]` writes the static "
+                    "site (sortable, filterable tables linking every row to its figures and record) for those "
+                    "suites, or for every suite in the results folder.")
+    parser.add_argument("target", metavar="SUITE|publish",
+                        help="a suite (a .toml path, NAME for ./NAME.toml, or a shipped suite's name), or 'publish'")
     parser.add_argument("suites", nargs="*", metavar="SUITE", help="with publish: the suites to include")
     parser.add_argument("--results", default="results", help="results folder (default: ./results)")
     parser.add_argument("--leaderboards", default="leaderboards", help="output folder (default: ./leaderboards)")
     parser.add_argument("--out", default=None, help="with publish: site folder (default: <leaderboards>/site)")
     parser.add_argument("--scale", default=None, help="the suite's scale the records were run at (as for run)")
-    add_site_options(parser, prefix="with publish: ")
+    parser.later(lambda p: add_site_options(p, prefix="with publish: "))
     parser.set_defaults(func=run)
+
+
+def suite_file(target: str) -> str | Path:
+    """Where ``leaderboard SUITE`` reads the suite: an existing path, else ``./SUITE.toml``, else the shipped name.
+
+    A bare name that is both a file in the current folder and a shipped suite means the
+    user's file: it is the suite they ran here (``run my-suite.toml``, then ``leaderboard my-suite``).
+    """
+    given = Path(target)
+    if given.is_file() or given.suffix or len(given.parts) != 1:
+        return target
+    local = Path(f"{target}.toml")
+    return local if local.is_file() else target
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,12 +52,22 @@ def run(args: argparse.Namespace) -> int:
         args.out = args.out or f"{args.leaderboards}/site"
         return site_cmd.run(args)
     if args.suites:
-        from robustbench_us.errors import RobustBenchError
-
         raise RobustBenchError(f"leaderboard takes one suite; got extra arguments {args.suites}. "
                                "Did you mean `robustbench-us leaderboard publish ...`?")
-    suite = load_suite(args.target, scale=args.scale)
-    records = ResultStore(args.results, suite.name).read_all()
+    from robustbench_us.leaderboard import write_leaderboard
+
+    source = suite_file(args.target)
+    suite = load_suite(source, scale=args.scale)
+    store = ResultStore(args.results, suite.name)
+    records = store.read_all()
+    if not records:
+        # An empty table would overwrite published ones (a fresh clone has no results folder).
+        scale = f" --scale {args.scale}" if args.scale else ""
+        raise RobustBenchError(
+            f"No records of suite {suite.name!r} in {store.records_dir}, so there is nothing to tabulate; "
+            f"{Path(args.leaderboards) / suite.name}.csv and .md were left as they are. Run "
+            f"`robustbench-us run {source}{scale}` first, or pass --results with the folder that holds "
+            "its records.")
     for path in write_leaderboard(records, suite.name, args.leaderboards, notes=suite.notes):
         sys.stdout.write(f"leaderboard: {path}\n")
     return 0

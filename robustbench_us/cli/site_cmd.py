@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from robustbench_us.errors import RobustBenchError
-from robustbench_us.site import FIGURE_FORMATS, publish_site
 from robustbench_us.store import ResultStore
 
 
@@ -21,12 +20,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--results", default="results", help="results folder (default: ./results)")
     parser.add_argument("--out", default="site", help="where the site goes (default: ./site); replaced if it is "
                                                       "an earlier site")
-    add_site_options(parser)
+    parser.later(add_site_options)  # its choices come from robustbench_us.site, which imports matplotlib
     parser.set_defaults(func=run)
 
 
 def add_site_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """--title and --figure-format, shared with ``leaderboard publish`` (``prefix`` starts its help)."""
+    from robustbench_us.site import FIGURE_FORMATS
+
     parser.add_argument("--title", default="robustbench_us leaderboard", help=f"{prefix}the site's title")
     parser.add_argument("--figure-format", choices=FIGURE_FORMATS, default="png",
                         help=f"{prefix}png copies the cells' figures as they are (default); webp re-encodes them "
@@ -73,6 +74,8 @@ def suite_about(name: str) -> dict | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustbench_us.site import publish_site
+
     results = Path(args.results)
     records = []
     for name in suite_names(results, args.suites):

@@ -11,14 +11,20 @@ from robustbench_us.errors import RobustBenchError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from robustbench_us.training import MONITORS, TrainConfig
-
-    d = TrainConfig()
     parser = subparsers.add_parser(
         "train", help="train a model on one or more datasets and write a checkpoint",
         description="Train a registered model with the study's recipe (Adam, cross-entropy, plus Dice+BCE for a "
                     "segmentation head), early-stopped on the validation split, and write <out>.safetensors with "
                     "its <out>.json model card (recipe, data, metrics, sha256).")
+    parser.later(add_arguments)  # the defaults come from TrainConfig, whose module imports torch
+    parser.set_defaults(func=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``train``, with TrainConfig's defaults."""
+    from robustbench_us.training import MONITORS, TrainConfig
+
+    d = TrainConfig()
     parser.add_argument("model", help="model name, e.g. resnet50-mtl, resnet50, timm:resnet18")
     parser.add_argument("--dataset", action="append", required=True, metavar="NAME",
                         help="dataset to train on (repeat to train on several at once)")
@@ -56,7 +62,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="write <out>.resume.pt after an epoch once this many seconds have passed since the "
                              "last write (default 60; 0 = every epoch)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -39,8 +39,23 @@ class _Loaded:
     phash: int  # perceptual hash of the full-resolution grey image
 
 
-def _load(file: ImageFile, size: int) -> _Loaded | tuple[Path, str, str, str]:
-    """Decode one image and its masks, or describe why it cannot be used (path, kind, reason, fix)."""
+def _outside(path: Path, root: Path) -> Path | None:
+    """Where ``path`` really points when a symlink (of the file or a folder on its way) leads out of ``root``."""
+    target = path.resolve()
+    return None if target.is_relative_to(root) else target
+
+
+def _load(file: ImageFile, size: int, root: Path) -> _Loaded | tuple[Path, str, str, str]:
+    """Decode one image and its masks, or describe why it cannot be used (path, kind, reason, fix).
+
+    ``root`` is the dataset folder, resolved: a file reached through a symlink that leads
+    out of it is not read, so a dataset folder cannot pull in files from elsewhere unnoticed.
+    """
+    for path in (file.image, *file.masks):
+        target = _outside(path, root)
+        if target is not None:
+            return (path, "link outside root", f"a symlink to {target}, outside the dataset folder {root}",
+                    "copy the file into the dataset folder, or remove the link")
     try:
         raw = read_bytes(file.image)
         pil = open_image(raw)
@@ -97,8 +112,9 @@ class FileDataset:
         self.image_size = int(image_size)
         start = time.perf_counter()
         total = len(files) + len(problems)  # the catalog may already have set some images aside
+        real_root = self.root.resolve()
         with ThreadPoolExecutor(_workers()) as pool:
-            results = list(pool.map(lambda f: _load(f, self.image_size), files))
+            results = list(pool.map(lambda f: _load(f, self.image_size, real_root), files))
         kept: list[ImageFile] = []
         loaded: list[_Loaded] = []
         for file, result in zip(files, results):

@@ -13,7 +13,8 @@ is, copy ``packs/`` to the other machine and set ``ROBUSTBENCH_US_DATA_PACKS=pac
 there: every dataset the runner, ``train`` or ``data audit`` asks for is then read
 from the pack made with the same name, size and options, or fails naming the
 command that makes it. Packs are read as JSON, NumPy arrays and images (nothing is
-unpickled); the dataset class named in a pack must be a FileDataset subclass.
+unpickled); the dataset class a pack names must be one of :data:`BUILTIN_CLASSES` or a
+FileDataset subclass a loaded plugin already defined, checked before any import.
 """
 
 from __future__ import annotations
@@ -156,17 +157,42 @@ def read_head(path: str | Path) -> dict[str, Any]:
     return head
 
 
-def _dataset_class(spec: str, path: Path) -> type[FileDataset]:
-    module, _, qualname = spec.partition(":")
+# The dataset classes a pack may name, as ``module:qualname``. A pack is data from elsewhere:
+# its "class" field is checked against these before anything is imported, so editing it
+# cannot make this process import (and run) a module of the pack's choosing.
+BUILTIN_CLASSES: dict[str, tuple[str, str]] = {
+    "robustbench_us.data.files:FileDataset": ("robustbench_us.data.files", "FileDataset"),
+    "robustbench_us_plugins.busbra:BusbraDataset": ("robustbench_us_plugins.busbra", "BusbraDataset"),
+}
+
+
+def _loaded_subclasses() -> dict[str, type[FileDataset]]:
+    """FileDataset subclasses already defined in this process (a loaded plugin's own), by ``module:qualname``."""
+    found: dict[str, type[FileDataset]] = {}
+    todo: list[type[FileDataset]] = [FileDataset]
+    while todo:
+        cls = todo.pop()
+        found.setdefault(f"{cls.__module__}:{cls.__qualname__}", cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def _dataset_class(spec: Any, path: Path) -> type[FileDataset]:
+    loaded = _loaded_subclasses()
+    if isinstance(spec, str) and spec in loaded:
+        return loaded[spec]
+    if not (isinstance(spec, str) and spec in BUILTIN_CLASSES):
+        allowed = sorted(set(BUILTIN_CLASSES) | set(loaded))
+        raise DataError(f"{path}: field \"class\" is {spec!r}, not a FileDataset class this process knows "
+                        f"(allowed: {', '.join(allowed)}); refusing to import it. A dataset plugin's own class "
+                        "is allowed once its plugin is loaded; otherwise make the pack again with "
+                        "`robustbench-us data pack`.")
+    module, qualname = BUILTIN_CLASSES[spec]
     try:
-        cls: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            cls = getattr(cls, part)
+        cls = getattr(importlib.import_module(module), qualname)
     except (ImportError, AttributeError) as exc:
         raise DataError(f"{path}: dataset class {spec} is not importable here ({exc}); install the plugin "
                         "that provides it.") from None
-    if not (isinstance(cls, type) and issubclass(cls, FileDataset)):
-        raise DataError(f"{path}: {spec} is not a FileDataset subclass; refusing to build it from a pack.")
     return cls
 
 

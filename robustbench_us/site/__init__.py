@@ -36,7 +36,7 @@ from robustbench_us.figures import write_sweep_figures
 from robustbench_us.leaderboard import HEADLINE
 from robustbench_us.metrics import METRIC_DESCRIPTIONS
 from robustbench_us.schema import validate_record
-from robustbench_us.store import slug
+from robustbench_us.store import left_behind, slug, temp_prefix
 
 MARKER = ".robustbench-us-site"
 CONFIG_COLUMNS = (("dataset", "dataset"), ("model", "model"), ("explainer", "explainer"), ("attack", "attack"),
@@ -252,6 +252,28 @@ def _check_out_dir(out: Path) -> None:
                                "publishing would replace it. Choose a new or empty folder.")
 
 
+def _remove_stale_staging(out: Path) -> None:
+    """Remove the staging folders (``.<out>.w<pid>@<host>.*``) of publishes that were killed.
+
+    A publish builds the new site in a staging folder beside ``out`` and swaps it in; a
+    killed one leaves that folder (and, killed mid-swap, the retired earlier site)
+    behind. Those of a live concurrent publish are kept. A site retired while ``out``
+    is missing (killed between the two renames) is put back rather than deleted.
+    """
+    import glob
+
+    for path in sorted(out.parent.glob(f".{glob.escape(out.name)}.*")):
+        if not path.is_dir() or path.is_symlink() or not left_behind(path):
+            continue
+        staging = (path / MARKER).is_file() or not any(path.iterdir())
+        retired = (path / "site" / MARKER).is_file()
+        if not (staging or retired):
+            continue  # not a folder a publish made: leave it
+        if retired and not out.exists():
+            (path / "site").replace(out)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def publish_site(records: Sequence[dict[str, Any]], out_dir: str | Path, *, title: str = "robustbench_us leaderboard",
                  results_dir: str | Path | None = None, figure_format: str = "png",
                  about: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
@@ -286,7 +308,9 @@ def publish_site(records: Sequence[dict[str, Any]], out_dir: str | Path, *, titl
                           f"{slug(clashes[0])!r} on the site. Rename one of the suites.")
     env = _environment()
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    _remove_stale_staging(out)
+    # Tagged with this process, so a later publish removes it if this one is killed.
+    staging = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), dir=out.parent))
     try:
         staging.chmod(0o755)
         (staging / MARKER).write_text("written by robustbench-us leaderboard publish; regenerated from records\n",
@@ -302,7 +326,7 @@ def publish_site(records: Sequence[dict[str, Any]], out_dir: str | Path, *, titl
         (staging / "index.html").write_text(env.get_template("index.html").render(
             title=title, suites=suites, static="static"), encoding="utf-8")
         if out.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            retired = Path(tempfile.mkdtemp(prefix=temp_prefix(f"{out.name}.old"), dir=out.parent))
             out.replace(retired / "site")
             staging.replace(out)
             shutil.rmtree(retired, ignore_errors=True)
