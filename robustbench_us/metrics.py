@@ -29,6 +29,8 @@ from robustbench_us.errors import ContractError
 #: Prediction metrics that get a bootstrap interval (all of :func:`prediction_metrics`'s point estimates).
 PREDICTION_KEYS = ("clean_accuracy", "adv_accuracy", "clean_sensitivity", "adv_sensitivity",
                    "clean_specificity", "adv_specificity", "clean_auc", "adv_auc", "flip_rate")
+#: Metrics only a suite with ``quantize = "uint8"`` records (:func:`rounding_metrics`).
+ROUNDING_KEYS = ("flip_rate_unrounded", "flips_surviving_rounding")
 #: Explanation metrics reported over all images and, with suffix ``_kept``, over label-kept images.
 EXPLANATION_KEYS = ("centroid_px", "centroid_frac", "spearman", "topk_intersection")
 

@@ -295,6 +295,7 @@ def test_rounding_metrics_count_the_flips_that_survive_8_bit_rounding():
     unrounded = torch.tensor([1, 1, 0, 1, 0])  # three flips before rounding
     rounded = torch.tensor([1, 0, 0, 1, 1])  # two of them survive; image 4 flips only after rounding
     out = metrics.rounding_metrics(pred, unrounded, rounded)
+    assert tuple(out) == metrics.ROUNDING_KEYS
     assert out["flip_rate_unrounded"] == pytest.approx(3 / 5)
     assert out["flips_surviving_rounding"] == pytest.approx(2 / 3)
     assert math.isnan(metrics.rounding_metrics(pred, pred, rounded)["flips_surviving_rounding"])
