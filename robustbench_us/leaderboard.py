@@ -14,6 +14,9 @@ from robustbench_us.records import Status
 from robustbench_us.store import atomic_write_text
 
 CONFIG_COLUMNS = ["dataset", "model", "explainer", "attack", "region", "eps", "eps_grey", "n_images"]
+# Protocol settings a record's configuration holds only when they differ from their default (so
+# earlier records keep their cell ids); a table shows each when any of its records sets it.
+PROTOCOL_COLUMNS = {"labels": "true", "quantize": "none"}
 # The headline metrics, in table order; any other metric in the records follows them.
 # The tables and the site share this order (the study's questions first).
 HEADLINE = ("clean_accuracy", "adv_accuracy", "flip_rate", "clean_sensitivity", "adv_sensitivity",
@@ -28,10 +31,10 @@ SORT_DESCRIPTION = ("rows sorted by dataset, model, attack, ε, explainer; "
 def records_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """One row per ok record: configuration columns, then metric columns (numbers, NaN where undefined)."""
     rows = []
-    for rec in records:
-        if rec["status"] != Status.OK:
-            continue
-        row = {key: rec["config"].get(key) for key in CONFIG_COLUMNS}
+    ok = [rec for rec in records if rec["status"] == Status.OK]
+    config_columns = CONFIG_COLUMNS + [key for key in PROTOCOL_COLUMNS if any(key in rec["config"] for rec in ok)]
+    for rec in ok:
+        row = {key: rec["config"].get(key, PROTOCOL_COLUMNS.get(key)) for key in config_columns}
         row["cell_id"] = rec["cell_id"]
         row |= {k: (math.nan if v is None else v) for k, v in rec["metrics"].items()}
         rows.append(row)
@@ -39,9 +42,9 @@ def records_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
         return pd.DataFrame(columns=CONFIG_COLUMNS + ["cell_id"])
     frame = pd.DataFrame(rows)
     metric_columns = [c for c in HEADLINE if c in frame.columns]
-    metric_columns += sorted(c for c in frame.columns if c not in metric_columns and c not in CONFIG_COLUMNS
+    metric_columns += sorted(c for c in frame.columns if c not in metric_columns and c not in config_columns
                              and c != "cell_id")
-    frame = frame[CONFIG_COLUMNS + metric_columns + ["cell_id"]]
+    frame = frame[config_columns + metric_columns + ["cell_id"]]
     frame["n_images"] = frame["n_images"].astype("Int64")  # a count: the records' number of images used
     return frame.sort_values(SORT_KEY, kind="stable").reset_index(drop=True)
 
@@ -82,7 +85,7 @@ def _markdown(frame: pd.DataFrame, suite: str, records: Sequence[dict[str, Any]]
     # Intervals ride along in brackets; the CSV keeps every metric and the cell id. Every
     # text (names, labels, notes) comes from suite files and plugins, so none of it may
     # carry HTML into a viewer that renders the page.
-    shown = [c for c in frame.columns if c in CONFIG_COLUMNS or c in HEADLINE]
+    shown = [c for c in frame.columns if c in CONFIG_COLUMNS or c in PROTOCOL_COLUMNS or c in HEADLINE]
 
     def fmt(column: str, value: Any) -> str:
         if isinstance(value, float):

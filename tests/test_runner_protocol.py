@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from robustbench_us.errors import SuiteError
+from robustbench_us.leaderboard import records_frame
 from robustbench_us.plugins import Registry, get_plugin_manager
 from robustbench_us.runner import expand_cells, quantize_uint8, run_suite
 from robustbench_us.suite import parse_suite
@@ -50,6 +51,10 @@ def test_predicted_labels_hand_the_attack_the_models_own_clean_prediction(tmp_pa
     assert table["label"] != table["pred_clean"]
     assert records["pred-y"]["config"]["labels"] == "predicted"
     assert "labels" not in records["true-y"]["config"]  # the default keeps earlier records' cell ids
+    # The tables say which label each attack was given.
+    frame = records_frame(list(records.values()))
+    assert dict(zip(frame["attack"], frame["labels"])) == {"true-y": "true", "pred-y": "predicted"}
+    assert "quantize" not in frame.columns
 
 
 def test_the_default_settings_keep_the_cell_ids_of_earlier_records(registry):
@@ -78,6 +83,8 @@ def test_quantized_runs_measure_images_an_8_bit_file_can_hold(tmp_path, registry
         assert metrics["flips_surviving_rounding"] is None or 0.0 <= metrics["flips_surviving_rounding"] <= 1.0
     record = json.loads(summary.written[0].read_text())
     assert record["config"]["quantize"] == "uint8"
+    frame = records_frame([json.loads(p.read_text()) for p in summary.written])
+    assert list(frame["quantize"]) == ["uint8", "uint8"] and "labels" not in frame.columns
 
 
 def test_rounding_to_8_bits_never_leaves_a_whole_grey_level_ball():
