@@ -22,7 +22,7 @@
 #                        "resnet50 resnet50-mtl timm:convnext_atto"); e.g. MODELS=resnet50-mtl SEEDS="1 2"
 #                        STEPS=train trains only those cards
 #   SUITES               which suites the suites step runs (default: all five, "paper paper-maps paper-busbra
-#                        paper-busbra-native paper-busbrapre"); the pretrain step runs paper-busbra-native
+#                        paper-busbra-native paper-busbrapre", and paper-seeds); the pretrain step runs paper-busbra-native
 #                        regardless, since it trains the model that is fine-tuned
 #   JOBS                 trainings / suites run at once (default 1; 3–4 fill one large GPU)
 #   AMP                  1: train BUSI models with mixed precision (CUDA; default 1 at full scale)
@@ -104,7 +104,7 @@ only_from() {  # only_from VAR WHAT ALLOWED...: exit 2 unless every word of $VAR
   done
 }
 all_models=(resnet50 resnet50-mtl timm:convnext_atto)
-all_suites=(paper paper-maps paper-busbra paper-busbra-native paper-busbrapre)
+all_suites=(paper paper-seeds paper-maps paper-busbra paper-busbra-native paper-busbrapre)
 only_from MODELS "the suites evaluate only" "${all_models[@]}"
 only_from SUITES "the suites are" "${all_suites[@]}"
 read -ra models <<< "${MODELS:-${all_models[*]}}"
