@@ -305,6 +305,7 @@ def test_site_command_reads_notes_and_grid_from_the_suite_files():
     from robustbench_us.cli.site_cmd import suite_about
 
     full, cpu = suite_about("paper"), suite_about("paper-cpu")
-    assert full["grid"] == cpu["grid"] == 200
+    # 4 attacks × 4 ε × (3 explainers for resnet50 and the ConvNeXt, 4 with the multi-task mask) = 160.
+    assert full["grid"] == cpu["grid"] == 4 * 4 * (3 + 4 + 3)
     assert full["notes"].startswith("Full scale") and cpu["notes"].startswith("REDUCED CPU SCALE")
     assert suite_about("no-such-suite") is None and suite_about("paper-nosuchscale") is None
