@@ -702,16 +702,20 @@ def suites_folder() -> Path:
 
 
 def resolve_suite_path(path: str | Path) -> Path:
-    """A path as given, or the shipped ``robustbench_us/suites/<name>.toml`` for a bare name."""
+    """A path as given; for a bare name, ``./<name>.toml``, else the shipped ``robustbench_us/suites/<name>.toml``.
+
+    A bare name that is both a file in the current folder and a shipped suite means the
+    user's file: it is the suite they wrote and ran here (``run my-suite``, ``leaderboard my-suite``).
+    """
     candidate = Path(path)
     if candidate.is_file():
         return candidate
     folder = suites_folder()
     if candidate.suffix == "" and len(candidate.parts) == 1:
-        shipped = folder / f"{candidate.name}.toml"
-        if shipped.is_file():
-            return shipped
+        for found in (Path(f"{candidate.name}.toml"), folder / f"{candidate.name}.toml"):
+            if found.is_file():
+                return found
     available = sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
     shipped_list = ", ".join(available) or f"(none: {folder} is missing; reinstall robustbench-us)"
-    raise SuiteError(f"Suite {str(path)!r} not found. Give a path to a .toml file, or one of the shipped "
-                     f"suites: {shipped_list}.")
+    raise SuiteError(f"Suite {str(path)!r} not found. Give a path to a .toml file, NAME for ./NAME.toml, or one "
+                     f"of the shipped suites: {shipped_list}.")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from robustbench_us.cli import main
+from robustbench_us.errors import SuiteError
 
 SUITE = """
 [suite]
@@ -111,3 +112,14 @@ def test_some_records_are_tabulated_as_before(tmp_path, monkeypatch, capsys, toy
     records[0].unlink()
     assert main(["leaderboard", "toy.toml"]) == 0
     assert len(table_rows(tmp_path / "leaderboards" / "toy-part.csv")) == 1
+
+
+def test_run_and_leaderboard_read_the_same_suite_file_for_a_bare_name(tmp_path, monkeypatch):
+    from robustbench_us.suite import resolve_suite_path, suites_folder
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_suite_path("default") == suites_folder() / "default.toml"  # nothing here: the shipped one
+    (tmp_path / "default.toml").write_text("[suite]\nname = 'mine'\n")
+    assert resolve_suite_path("default") == Path("default.toml")  # the user's file wins
+    with pytest.raises(SuiteError, match=r"NAME for ./NAME.toml, or one of the shipped suites: .*paper-seeds"):
+        resolve_suite_path("no-such-suite")

@@ -17,7 +17,7 @@ import pytest
 from robustbench_us.suite import load_suite, resolve_suite_path, suites_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ("default", "paper", "paper-busbra", "paper-busbra-native", "paper-busbrapre", "paper-maps")
+SHIPPED = ("default", "paper", "paper-busbra", "paper-busbra-native", "paper-busbrapre", "paper-maps", "paper-seeds")
 HEAVY = ("torch", "torchvision", "pandas", "numpy", "matplotlib", "scipy", "timm", "art")
 
 

@@ -32,19 +32,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def suite_file(target: str) -> str | Path:
-    """Where ``leaderboard SUITE`` reads the suite: an existing path, else ``./SUITE.toml``, else the shipped name.
-
-    A bare name that is both a file in the current folder and a shipped suite means the
-    user's file: it is the suite they ran here (``run my-suite.toml``, then ``leaderboard my-suite``).
-    """
-    given = Path(target)
-    if given.is_file() or given.suffix or len(given.parts) != 1:
-        return target
-    local = Path(f"{target}.toml")
-    return local if local.is_file() else target
-
-
 def run(args: argparse.Namespace) -> int:
     if args.target == "publish":
         from robustbench_us.cli import site_cmd
@@ -56,8 +43,7 @@ def run(args: argparse.Namespace) -> int:
                                "Did you mean `robustbench-us leaderboard publish ...`?")
     from robustbench_us.leaderboard import write_leaderboard
 
-    source = suite_file(args.target)
-    suite = load_suite(source, scale=args.scale)
+    suite = load_suite(args.target, scale=args.scale)
     store = ResultStore(args.results, suite.name)
     records = store.read_all()
     if not records:
@@ -66,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise RobustBenchError(
             f"No records of suite {suite.name!r} in {store.records_dir}, so there is nothing to tabulate; "
             f"{Path(args.leaderboards) / suite.name}.csv and .md were left as they are. Run "
-            f"`robustbench-us run {source}{scale}` first, or pass --results with the folder that holds "
+            f"`robustbench-us run {args.target}{scale}` first, or pass --results with the folder that holds "
             "its records.")
     for path in write_leaderboard(records, suite.name, args.leaderboards, notes=suite.notes):
         sys.stdout.write(f"leaderboard: {path}\n")
