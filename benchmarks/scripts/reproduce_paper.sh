@@ -21,8 +21,8 @@
 #   MODELS               which BUSI models the train step trains (default: all three,
 #                        "resnet50 resnet50-mtl timm:convnext_atto"); e.g. MODELS=resnet50-mtl SEEDS="1 2"
 #                        STEPS=train trains only those cards
-#   SUITES               which suites the suites step runs (default: all five, "paper paper-maps paper-busbra
-#                        paper-busbra-native paper-busbrapre", and paper-seeds); the pretrain step runs paper-busbra-native
+#   SUITES               which suites the suites step runs (default: all six, "paper paper-seeds paper-maps
+#                        paper-busbra paper-busbra-native paper-busbrapre"); the pretrain step runs paper-busbra-native
 #                        regardless, since it trains the model that is fine-tuned
 #   JOBS                 trainings / suites run at once (default 1; 3–4 fill one large GPU)
 #   AMP                  1: train BUSI models with mixed precision (CUDA; default 1 at full scale)
@@ -305,6 +305,11 @@ if has pretrain; then
   if has suites; then suite_step paper-busbrapre; fi
 elif has suites; then
   suite_step paper-busbra-native
+fi
+# 3. Seeds 1 and 2 under the study's attacks (paper-seeds names their checkpoints).
+if has suites; then
+  for seed in 1 2; do await "train-resnet50-s$seed" "train-resnet50-mtl-s$seed" "train-convnext_atto-s$seed"; done
+  suite_step paper-seeds
 fi
 finish
 

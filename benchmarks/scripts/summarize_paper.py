@@ -131,9 +131,15 @@ def _headline(df: pd.DataFrame, paired: tuple[list[Any], list[Any]] | None = Non
             best = g.loc[g.centroid_frac_kept.idxmax()]
             parts.append(f"`{model}` × {explainer}: {best.centroid_frac_kept:.3f} of the diagonal "
                          f"({best.centroid_px_kept:.1f} px, {best.attack}, Spearman {_num(best.spearman_kept)})")
+        # The attacks keep every label by construction; rounding their images to 8 bits afterwards
+        # (quantize = "uint8") can still flip a few, and the records say how many.
+        worst = maps.loc[maps.flip_rate.idxmax()]
+        kept = ("the label is kept on every image" if worst.flip_rate == 0 else
+                f"the attacks keep every label, but rounding their images to 8 bits flipped up to "
+                f"{worst.flip_rate:.3f} of them (`{worst.model}` × {worst.explainer}, {worst.attack}); "
+                "the shift is over the images whose label held")
         lines.append("2. **Heatmap moves with the diagnosis kept** (largest mean centroid shift over the "
-                     "explanation attacks at 8 grey levels; the label is kept on every image): "
-                     + "; ".join(parts) + ".")
+                     f"explanation attacks at 8 grey levels; {kept}): " + "; ".join(parts) + ".")
     pair = study[study.model.str.match(r"resnet50(-mtl)?@")]  # labelled variants (pre-trained) stay out
     if len(pair) == 2:
         s_ = pair[pair.model.str.startswith("resnet50@")].iloc[0]
