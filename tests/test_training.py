@@ -355,7 +355,7 @@ def test_interrupted_training_resumes_as_if_it_never_stopped(small, tmp_path, mo
     def dies_in_epoch_3(*args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
-            raise KeyboardInterrupt  # e.g. a GPU lease running out
+            raise KeyboardInterrupt  # e.g. a scheduler's time limit running out
         return evaluate(*args, **kwargs)
 
     monkeypatch.setattr(training, "_evaluate", dies_in_epoch_3)
