@@ -93,14 +93,29 @@ def read_record(path: Path) -> dict[str, Any]:
     return check_record(data, str(path))
 
 
+def git_state(folder: Path) -> tuple[str | None, bool | None]:
+    """The commit checked out in ``folder`` and whether tracked files differ from it (None, None outside git).
+
+    A record measured from an edited checkout names its commit *and* says the code was not
+    exactly that commit's, so nobody re-runs the commit expecting the same numbers.
+    """
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=folder)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    commit = (git("rev-parse", "HEAD") or "").strip() or None
+    if commit is None:
+        return None, None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return commit, None if status is None else bool(status.strip())
+
+
 @cache
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+def _git_state() -> tuple[str | None, bool | None]:
+    return git_state(Path(__file__).resolve().parent)
 
 
 def _version(dist: str) -> str | None:
@@ -114,7 +129,8 @@ def base_provenance() -> dict[str, Any]:
     """Package versions, git commit and platform: the same for every cell of a run."""
     return {
         "package_version": _version("robustbench-us"),
-        "git_commit": _git_commit(),
+        "git_commit": _git_state()[0],
+        "git_dirty": _git_state()[1],
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": _version("torch"),

@@ -130,3 +130,24 @@ def test_paths_stay_inside_the_results_folder(tmp_path, bad, reliability):
         ResultStore(tmp_path, bad)
     reliability.row("Security", f"output path {bad!r} from a suite", "refused: stays inside the results folder",
                     attempts=2)
+
+
+def test_provenance_says_when_the_code_was_not_exactly_its_commit(tmp_path):
+    import subprocess
+
+    from robustbench_us.records import git_state
+
+    assert git_state(tmp_path) == (None, None)  # not a git checkout: nothing claimed
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("commit", "-q", "-m", "one")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert git_state(tmp_path) == (commit, False)
+    (tmp_path / "notes.txt").write_text("untracked files do not change the code that runs\n")
+    assert git_state(tmp_path) == (commit, False)
+    (tmp_path / "code.py").write_text("x = 2\n")  # an edited checkout
+    assert git_state(tmp_path) == (commit, True)
