@@ -22,7 +22,7 @@ from robustbench_us.runner import expand_cells
 from robustbench_us.store import ResultStore
 from robustbench_us.suite import load_suite
 
-SUITES = ("paper", "paper-maps", "paper-busbra", "paper-busbra-native", "paper-busbrapre")
+SUITES = ("paper", "paper-seeds", "paper-maps", "paper-busbra", "paper-busbra-native", "paper-busbrapre")
 LABEL_ATTACKS = ("random-sign", "fgsm", "ifgsm", "pgd")
 MAP_ATTACKS = ("mass-center", "topk", "target-map")
 
@@ -209,6 +209,70 @@ def _paired_section(records: list[dict[str, Any]], suffix: str) -> str:
     return "".join(parts)
 
 
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment: each p-value times the number of hypotheses not yet rejected, kept monotone."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [1.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _seeds_section(records: list[dict[str, Any]], suffix: str) -> str:
+    """Multi- vs single-task over every attacked seed: seed 0 from ``paper``, seeds 1-2 from ``paper-seeds``.
+
+    One McNemar test per seed × attack × ε on the images only one model flipped, Holm-corrected
+    over all of them, so a verdict does not rest on one trained seed.
+    """
+    from robustbench_us.compare import compare_flips
+
+    tables: dict[tuple[int, str, float, str], dict[str, list[Any]]] = {}
+    for r in records:
+        c = r["config"]
+        if (r.get("status") != "ok" or "per_image" not in r or c["attack"] not in ("fgsm", "ifgsm")
+                or c["explainer"] != "gradcam"):
+            continue
+        found = re.fullmatch(r"(resnet50(?:-mtl)?)(?:-s(\d))?@\d+", c["model"])
+        if found is None or (found.group(2) is None) != (r["suite"] == f"paper{suffix}"):
+            continue
+        seed = int(found.group(2) or 0)
+        tables[(seed, c["attack"], round(c["eps_grey"], 3), found.group(1))] = r["per_image"]
+    rows = []
+    for seed, attack, eps, model in sorted(tables):
+        if model != "resnet50-mtl" or (seed, attack, eps, "resnet50") not in tables:
+            continue
+        rows.append(((seed, attack, eps), compare_flips(tables[(seed, attack, eps, model)],
+                                                          tables[(seed, attack, eps, "resnet50")])))
+    seeds = sorted({key[0] for key, _ in rows})
+    if len(seeds) < 2:
+        return ""
+    adjusted = holm([c["p_value"] for _, c in rows])
+    body = [[str(seed), attack, _num(eps, "g"), str(c["n"]), f"{c['flip_a']:.2f}", f"{c['flip_b']:.2f}",
+             f"{c['difference']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]", f"{c['only_a']} / {c['only_b']}",
+             f"{c['p_value']:.2g}", f"{q:.2g}"] for ((seed, attack, eps), c), q in zip(rows, adjusted)]
+    at_budget = [(key, c, q) for (key, c), q in zip(rows, adjusted) if key[2] == 1]
+    verdicts = []
+    for attack in ("fgsm", "ifgsm"):
+        cells = [(c, q) for key, c, q in at_budget if key[1] == attack]
+        if not cells:
+            continue
+        more = sum(c["difference"] > 0 and q < 0.05 for c, q in cells)
+        less = sum(c["difference"] < 0 and q < 0.05 for c, q in cells)
+        same = sum(c["only_a"] + c["only_b"] == 0 for c, _ in cells)
+        verdicts.append(f"{attack.upper().replace('IFGSM', 'I-FGSM')} at 1 grey level, over {len(cells)} seeds: the "
+                        f"multi-task model flips significantly more (Holm-adjusted p < 0.05) in {more}, "
+                        f"significantly less in {less}"
+                        + (f"; the two flip exactly the same images in {same}" if same else ""))
+    return ("\n## Multi-task vs single-task over three trained seeds (`paper` seed 0, `paper-seeds` seeds 1–2)\n\n"
+            "Each row pairs `resnet50-mtl` (A) with `resnet50` (B) of the same seed on the same images under the "
+            "same attack (predicted label, 8-bit rounding): flip rates, A − B with a paired bootstrap 95 % "
+            "interval, the images only A / only B flipped, McNemar's exact p, and Holm's adjustment over every "
+            f"row. {'; '.join(verdicts)}.\n\n"
+            + _table(["seed", "attack", "ε (grey)", "images", "flip A", "flip B", "A − B", "only A / only B",
+                      "p", "p (Holm)"], body))
+
+
 def _pretrained(df: pd.DataFrame, suffix: str) -> str:
     """The BUS-BRA-pre-trained multi-task model beside the one trained from scratch, same images and attacks."""
     head = "\n## Pre-trained on BUS-BRA, then fine-tuned on BUSI (`paper-busbrapre`)\n"
@@ -312,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         out.append(_table(["attack", "ε (grey)", "explainer", "flip rate single", "flip rate multi",
                            "shift single", "shift multi"], rows) if rows else "No paired records yet.\n")
         out.append(_paired_section(records, suffix))
+        out.append(_seeds_section(records, suffix))
 
         transfer = df[df.dataset == "busbra"].sort_values("explainer").drop_duplicates(
             ["suite", "model", "attack", "eps_grey"])
