@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from robustbench_us.errors import RobustBenchError
+from robustbench_us.markdown import markdown_cell, markdown_text
 
 N_RESAMPLES = 2000
 
@@ -229,6 +230,7 @@ def _p(value: float) -> str:
 
 def markdown(flips: list[FlipComparison], shifts: list[ShiftComparison], model_a: str, model_b: str) -> str:
     """Both tables as Markdown, A and B named in the headers."""
+    model_a, model_b = markdown_text(model_a), markdown_text(model_b)
     out = [f"# {model_a} (A) vs {model_b} (B), image by image\n",
            "Paired over the images both were attacked on. Flips: McNemar's exact test; shifts (share of the "
            "image diagonal, images where neither label flipped): Wilcoxon signed-rank. Differences are A − B "
@@ -237,7 +239,8 @@ def markdown(flips: list[FlipComparison], shifts: list[ShiftComparison], model_a
            "| dataset | attack | region | ε (grey) | explainer | images | flip A | flip B | only A | only B "
            "| A − B [95 % CI] | p | q |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in flips:
-        out.append(f"| {f.dataset} | {f.attack} | {f.region} | {f.eps_grey:g} | {f.explainer or '(any)'} | {f.n} | "
+        cells = " | ".join(markdown_cell(v) for v in (f.dataset, f.attack, f.region))
+        out.append(f"| {cells} | {f.eps_grey:g} | {markdown_cell(f.explainer or '(any)')} | {f.n} | "
                    f"{_fmt(f.flip_a, '.2f')} | {_fmt(f.flip_b, '.2f')} | {f.only_a} | {f.only_b} | "
                    f"{_fmt(f.difference, '+.2f')} [{_fmt(f.ci_low, '+.2f')}, {_fmt(f.ci_high, '+.2f')}] | "
                    f"{_p(f.p_value)} | {_p(f.q_value)} |")
@@ -245,7 +248,8 @@ def markdown(flips: list[FlipComparison], shifts: list[ShiftComparison], model_a
             "| dataset | attack | region | ε (grey) | explainer | images | shift A | shift B | A − B [95 % CI] | p "
             "| q |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in shifts:
-        out.append(f"| {s.dataset} | {s.attack} | {s.region} | {s.eps_grey:g} | {s.explainer} | {s.n_kept} | "
+        cells = " | ".join(markdown_cell(v) for v in (s.dataset, s.attack, s.region))
+        out.append(f"| {cells} | {s.eps_grey:g} | {markdown_cell(s.explainer)} | {s.n_kept} | "
                    f"{_fmt(s.shift_a)} | {_fmt(s.shift_b)} | {_fmt(s.difference, '+.3f')} "
                    f"[{_fmt(s.ci_low, '+.3f')}, {_fmt(s.ci_high, '+.3f')}] | {_p(s.p_value)} | {_p(s.q_value)} |")
     return "\n".join(out) + "\n"

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from robustbench_us.markdown import markdown_cell, markdown_text
 from robustbench_us.records import Status
 from robustbench_us.store import atomic_write_text
 
@@ -47,16 +48,6 @@ def records_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     frame = frame[config_columns + metric_columns + ["cell_id"]]
     frame["n_images"] = frame["n_images"].astype("Int64")  # a count: the records' number of images used
     return frame.sort_values(SORT_KEY, kind="stable").reset_index(drop=True)
-
-
-def markdown_text(text: Any) -> str:
-    """``text`` safe to put in Markdown that viewers render: no live HTML (``& < >`` as entities)."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def markdown_cell(text: Any) -> str:
-    """``text`` safe inside a Markdown table cell: no live HTML, no ``|`` or line break ending the cell."""
-    return markdown_text(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 # A spreadsheet reads a cell starting with one of these as a formula (CSV injection).

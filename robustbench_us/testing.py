@@ -328,12 +328,13 @@ def check_attack(attack: Any, *, eps: float | None = None, options: Mapping[str,
     else:
         checks.expect("declares-norm", spec is None or norm == spec.norm,
                       f"object norm {norm} differs from the spec's {getattr(spec, 'norm', None)}; the runner checks "
-                      "the object's norm, so declare the same one in both")
+                      "the budget in the spec's norm, so declare the same one in both")
     declared_eps = getattr(obj, "eps", None)
     checks.expect("declares-eps", isinstance(declared_eps, (int, float)) and not isinstance(declared_eps, bool)
                   and math.isclose(float(declared_eps), eps, rel_tol=1e-9, abs_tol=1e-12),
                   f"object eps={declared_eps!r} but it was built with eps={eps!r}; store the ε you were given "
-                  "(the runner checks the budget against attack.eps)")
+                  "(the runner checks the budget against the cell's ε; an attack reporting another one misleads "
+                  "whoever reads it)")
     try:
         target = AttackTarget(getattr(obj, "target"))
     except (AttributeError, ValueError) as exc:

@@ -132,3 +132,17 @@ def test_compare_refuses_records_without_per_image_tables_and_unknown_models(tmp
         r.pop("per_image")
     with pytest.raises(CompareError, match="no per-image table.*run the suite again"):
         compare_models(records, "tiny-cnn", "tiny-cnn-long", label_attacks={"fgsm"})
+
+
+def test_markdown_carries_no_live_html_from_model_or_attack_names(reliability):
+    from robustbench_us.compare import FlipComparison, markdown
+
+    hostile = "<img src=x onerror=alert(1)>|"
+    row = FlipComparison(dataset="busi", attack=hostile, region="all", eps_grey=1.0, explainer=None, n=4,
+                         flip_a=0.5, flip_b=0.25, only_a=1, only_b=0, difference=0.25, ci_low=0.0, ci_high=0.5,
+                         p_value=1.0, q_value=1.0)
+    text = markdown([row], [], hostile, "resnet50")
+    assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert "&lt;img src=x onerror=alert(1)&gt;\\|" in text  # the pipe cannot end the table cell early
+    reliability.row("Security", "a model or attack named `<img src=x onerror=…>|` in `robustbench-us compare`",
+                    "escaped in its Markdown: no live HTML, no broken table", tables_checked=1)
