@@ -37,6 +37,7 @@ from torch import Tensor
 
 from robustbench_us.errors import ContractError
 from robustbench_us.metrics import centroid_shift_per_image, centroids
+from robustbench_us.store import temp_prefix
 
 KEPT_FIGURE = "label_kept_map_moved.png"
 FLIPPED_FIGURE = "label_flipped.png"
@@ -111,7 +112,7 @@ def _plain(text: str) -> str:
 def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f"{temp_prefix(path.name)}png.tmp")  # tagged: a later run removes it if we are killed
     fig.savefig(tmp, format="png", dpi=_DPI, metadata=_PNG_METADATA)
     tmp.replace(path)
     return path

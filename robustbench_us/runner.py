@@ -436,6 +436,13 @@ class SuiteRunner:
         logger.error("cells of model %r failed: %s", entry.key, detail.splitlines()[0])
         return detail
 
+    def _dataset_failure(self, entry: DatasetEntry, where: str, exc: BaseException) -> str:
+        """A failed cell's error text when its dataset failed, naming the dataset and its plugin."""
+        plugin = self.registry.get(Kind.DATASET, entry.name).plugin
+        detail = f"dataset {entry.name!r} (plugin {plugin!r}) failed {where}: " + _describe_failure(exc, plugin)
+        logger.error("cells of dataset %r failed: %s", entry.name, detail.splitlines()[0])
+        return detail
+
     def plugin_versions(self, cell: Cell) -> dict[str, dict[str, str | None]]:
         """Per kind, the plugin that provides the cell's dataset, model, explainer and attack, with its
         distribution and version (None for a local plugin): recorded, and compared on later runs."""
@@ -530,15 +537,20 @@ class SuiteRunner:
     def _run_group(self, d: DatasetEntry, m: ModelEntry, cells: list[Cell], summary: RunSummary, bar: tqdm,
                    done: list[Cell] | None = None) -> None:
         input_size = cells[0].config["image_size"]
-        dataset = self.registry.create(Kind.DATASET, d.name, root=d.root, image_size=input_size,
-                                       seed=self.suite.seed, **d.options)
-        manifest = dataset.manifest_hash()
+        plugins = {str(kind): self.registry.get(kind, name).plugin for kind, name in
+                   ((Kind.DATASET, d.name), (Kind.MODEL, m.name))}
+        # A dataset that cannot be built (a missing folder, a plugin that raises) fails this
+        # group's cells, named in each record; the run goes on with the next group.
+        try:
+            dataset = self.registry.create(Kind.DATASET, d.name, root=d.root, image_size=input_size,
+                                           seed=self.suite.seed, **d.options)
+            manifest = dataset.manifest_hash()
+        except (Exception, CellTimeout) as exc:  # noqa: BLE001 - a dataset plugin failed; its cells record it
+            self._fail_all(cells, self.provenance | {"plugins": plugins}, summary, bar,
+                           self._dataset_failure(d, "to load", exc))
+            return
         self._check_same_inputs(d, m, done or [], {"dataset_manifest": manifest})  # before any training
-        group_provenance = {
-            "dataset_manifest": manifest,
-            "plugins": {str(kind): self.registry.get(kind, name).plugin for kind, name in
-                        ((Kind.DATASET, d.name), (Kind.MODEL, m.name))},
-        }
+        group_provenance = {"dataset_manifest": manifest, "plugins": plugins}
         # A model that cannot be built, loaded or trained, raises in its forward or gives NaN
         # logits fails this group's cells, named in each record; the run goes on with the next.
         try:
@@ -550,8 +562,12 @@ class SuiteRunner:
             return
         self._check_same_inputs(d, m, done or [], model_info)
         provenance = self.provenance | model_info | group_provenance
-        indices = select_indices(dataset.split(d.split_seed).part(d.part), self.suite.n_images, self.suite.seed)
-        ids, x, y, masks = load_images(dataset, indices)
+        try:
+            indices = select_indices(dataset.split(d.split_seed).part(d.part), self.suite.n_images, self.suite.seed)
+            ids, x, y, masks = load_images(dataset, indices)
+        except (Exception, CellTimeout) as exc:  # noqa: BLE001 - a sample the dataset cannot give
+            self._fail_all(cells, provenance, summary, bar, self._dataset_failure(d, "to give its images", exc))
+            return
         if self.suite.quantize == "uint8":
             x = quantize_uint8(x)  # what a stored 8-bit image holds; resizing leaves values between the steps
         try:

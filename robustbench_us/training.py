@@ -27,6 +27,7 @@ from torch import nn
 
 from robustbench_us.errors import TrainingError
 from robustbench_us.protocols import Dataset, Split
+from robustbench_us.store import temp_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -327,7 +328,8 @@ def _fingerprint(config: TrainConfig, model: nn.Module, parts: Sequence[_Part]) 
 
 def _save_resume(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # Tagged with this writer, so a later run removes it at once if this process is killed mid-write.
+    tmp = path.with_name(f"{temp_prefix(path.name)}resume.tmp")
     torch.save(state, tmp)
     tmp.replace(path)
 

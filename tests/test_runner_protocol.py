@@ -113,3 +113,30 @@ def test_protocol_settings_are_checked_when_the_suite_is_read(registry, attacks,
 def test_quantize_takes_only_known_values(registry):
     with pytest.raises(SuiteError, match="'uint16' is not one of none, uint8"):
         suite_of(registry, [{"name": "fgsm", "eps_grey": 1}], quantize="uint16")
+
+
+def test_a_dataset_that_cannot_load_fails_its_cells_and_the_other_dataset_runs(tmp_path, reliability):
+    from robustbench_us.records import Status
+    from tests.fakes import bad_dataset
+
+    registry = Registry(get_plugin_manager(environ=ENV, extra_plugins=[("toy", toy), ("bad-data", bad_dataset)]))
+    data = {
+        "suite": {"name": "two-datasets", "seed": 1, "n_images": 8, "batch_size": 8, "figures": False},
+        "datasets": [{"name": "missing-data"}, {"name": "toy-squares", "options": {"count": 40}}],
+        "models": [{"name": "tiny-cnn", "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "augment": False}}],
+        "explainers": [{"name": "gradcam"}],
+        "attacks": [{"name": "fgsm", "eps_grey": [1, 2]}],
+    }
+    summary = run_suite(parse_suite(data, registry=registry), tmp_path, registry=registry, progress=False)
+    records = [json.loads(p.read_text()) for p in summary.written]
+    by_dataset = {}
+    for r in records:
+        by_dataset.setdefault(r["config"]["dataset"], []).append(r)
+    assert [r["status"] for r in by_dataset["toy-squares"]] == [Status.OK, Status.OK]
+    assert [r["status"] for r in by_dataset["missing-data"]] == [Status.FAILED, Status.FAILED]
+    assert all(r["error"].startswith("dataset 'missing-data' (plugin 'bad-data') failed to load: plugin 'bad-data' "
+                                     "raised FileNotFoundError: no such folder: /data/not-here")
+               for r in by_dataset["missing-data"])
+    reliability.row("Faults", "a dataset that cannot be loaded, before a working one",
+                    "its cells failed, naming the dataset, plugin and error; the other dataset's cells finished",
+                    cells_failed=2, cells_ok=2)

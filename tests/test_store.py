@@ -151,3 +151,27 @@ def test_provenance_says_when_the_code_was_not_exactly_its_commit(tmp_path):
     assert git_state(tmp_path) == (commit, False)
     (tmp_path / "code.py").write_text("x = 2\n")  # an edited checkout
     assert git_state(tmp_path) == (commit, True)
+
+
+def test_resume_and_figure_temporaries_of_a_killed_writer_are_removed_by_the_next_run(tmp_path, monkeypatch):
+    """Training's resume file and the figures are written through tagged temporaries like records are."""
+    import subprocess
+    import sys
+
+    from robustbench_us import figures, store, training
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    pid = int(dead.stdout)  # that process has exited: its temporaries can never be finished
+    monkeypatch.setattr(store.os, "getpid", lambda: pid)
+    suite = tmp_path / "s"
+    names = []
+    for module, name, suffix in ((training, "m.resume.pt", "resume.tmp"), (figures, "kept.png", "png.tmp")):
+        assert module.temp_prefix is store.temp_prefix  # the one tagging scheme
+        leftover = suite / "checkpoints" / f"{store.temp_prefix(name)}{suffix}"
+        leftover.parent.mkdir(parents=True, exist_ok=True)
+        leftover.write_bytes(b"half a file")
+        names.append(leftover)
+    monkeypatch.undo()
+    removed = ResultStore(tmp_path, "s").remove_stale_temporaries()
+    assert sorted(removed) == sorted(names) and not any(p.exists() for p in names)
