@@ -309,3 +309,23 @@ def test_site_command_reads_notes_and_grid_from_the_suite_files():
     assert full["grid"] == cpu["grid"] == 4 * 4 * (3 + 4 + 3)
     assert full["notes"].startswith("Full scale") and cpu["notes"].startswith("REDUCED CPU SCALE")
     assert suite_about("no-such-suite") is None and suite_about("paper-nosuchscale") is None
+
+
+def test_the_site_says_which_label_was_attacked_and_whether_images_were_rounded(tmp_path):
+    plain = _record("resnet50", "fgsm", 1.0, 0.5)
+    predicted = Record(**{k: v for k, v in plain.items() if k not in ("integrity", "status")},
+                       status=Status.OK).to_dict()
+    predicted["config"] = predicted["config"] | {"labels": "predicted", "quantize": "uint8"}
+    predicted["cell_id"] = predicted["cell_id"].replace("fgsm", "fgsm-pred")
+    from robustbench_us.records import integrity_hash
+
+    predicted["integrity"] = integrity_hash(predicted)
+    publish_site([plain, predicted], tmp_path / "site", title="t")
+    html = (tmp_path / "site" / "suites" / "demo" / "index.html").read_text()
+    assert "attacked label" in html and "rounding" in html
+    # The record that left them at their defaults shows the defaults, not a blank.
+    assert html.count(">predicted<") == 1 and html.count(">true<") == 1
+    assert html.count(">uint8<") == 1 and html.count(">none<") == 1
+    # A suite whose records set neither shows neither column.
+    publish_site([plain], tmp_path / "site2", title="t")
+    assert "attacked label" not in (tmp_path / "site2" / "suites" / "demo" / "index.html").read_text()

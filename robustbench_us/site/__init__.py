@@ -33,7 +33,7 @@ import jinja2
 
 from robustbench_us.errors import RecordError, RobustBenchError
 from robustbench_us.figures import write_sweep_figures
-from robustbench_us.leaderboard import HEADLINE
+from robustbench_us.leaderboard import HEADLINE, PROTOCOL_COLUMNS
 from robustbench_us.metrics import METRIC_DESCRIPTIONS
 from robustbench_us.schema import validate_record
 from robustbench_us.store import left_behind, slug, temp_prefix
@@ -41,6 +41,8 @@ from robustbench_us.store import left_behind, slug, temp_prefix
 MARKER = ".robustbench-us-site"
 CONFIG_COLUMNS = (("dataset", "dataset"), ("model", "model"), ("explainer", "explainer"), ("attack", "attack"),
                   ("region", "region"), ("eps_grey", "ε (grey)"), ("n_images", "n"))
+# Shown when a record sets them (their defaults are left out of configurations, see the runner).
+PROTOCOL_LABELS = (("labels", "attacked label"), ("quantize", "rounding"))
 FILTERS = (("model", "model"), ("explainer", "explainer"), ("attack", "attack"), ("eps", "ε (grey levels)"))
 LOWER_IS_BETTER = ("flip_rate", "centroid")
 
@@ -109,16 +111,23 @@ def metric_columns(records: Sequence[dict[str, Any]]) -> list[Column]:
     return columns
 
 
-def _row(rec: dict[str, Any], columns: list[Column], figure_links: list[tuple[str, str | None]]) -> Row:
+def protocol_columns(records: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The protocol settings (attack label, 8-bit rounding) that any of ``records`` sets, as (key, label)."""
+    return [(key, label) for key, label in PROTOCOL_LABELS if any(key in r["config"] for r in records)]
+
+
+def _row(rec: dict[str, Any], columns: list[Column], figure_links: list[tuple[str, str | None]],
+         config_columns: Sequence[tuple[str, str]] = CONFIG_COLUMNS) -> Row:
     config, metrics = rec["config"], rec["metrics"]
     cells = []
-    for key, _ in CONFIG_COLUMNS:
+    for key, _ in config_columns:
         value = config.get(key)
         if key == "eps_grey":
             cells.append(Cell(format_eps(value), "" if value is None else repr(float(value))))
         elif key == "n_images":
             cells.append(Cell("all" if value in (0, None) else str(value), str(value or 0)))
         else:
+            value = PROTOCOL_COLUMNS.get(key) if value is None and key in PROTOCOL_COLUMNS else value
             cells.append(Cell(str(value), str(value)))
     cells += [_metric_cell(metrics, c.key) for c in columns]
     filters = {"model": str(config.get("model")), "explainer": str(config.get("explainer")),
@@ -223,9 +232,11 @@ def _render_suite(env: jinja2.Environment, suite: str, records: list[dict[str, A
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     suite_results = None if results_dir is None else Path(results_dir) / suite
-    columns = [Column(k, label, "number" if k in ("eps_grey", "n_images") else "text") for k, label in CONFIG_COLUMNS]
+    config_columns = CONFIG_COLUMNS + tuple(protocol_columns(ok))
+    columns = [Column(k, label, "number" if k in ("eps_grey", "n_images") else "text") for k, label in config_columns]
     metric_cols = metric_columns(ok)
-    rows = [_row(r, metric_cols, _copy_figures(r, suite_results, suite_out, figure_format, published)) for r in ok]
+    rows = [_row(r, metric_cols, _copy_figures(r, suite_results, suite_out, figure_format, published),
+                 config_columns) for r in ok]
     sweeps = [_href(PurePosixPath("sweeps") / p.name) for p in write_sweep_figures(ok, suite_out / "sweeps")]
     options = {key: sorted({row.filters[key] for row in rows},
                            key=(lambda v: (float(v) if v != "–" else math.inf)) if key == "eps" else str)
