@@ -48,3 +48,12 @@ def test_seed_rows_pair_each_seeds_models_and_name_the_flips_only_one_made(summa
     assert f"| {2 * 0.5 ** 10:.2g} | {4 * 0.5 ** 10:.2g} |" in rows[0]
     assert "| 0 / 0 |" in rows[1]
     assert "significantly more (Holm-adjusted p < 0.05) in 1" in text and "the same images in 1" in text
+
+
+def test_the_summary_links_no_table_of_a_suite_that_was_not_run(summarize, tmp_path):
+    results, boards = tmp_path / "results", tmp_path / "boards"
+    boards.mkdir()
+    assert summarize.main(["--results", str(results), "--leaderboards", str(boards)]) == 0
+    text = (boards / "paper-summary.md").read_text()
+    assert "| paper (not run) | 160 | 0 | 0 |" in text
+    assert "](paper.md)" not in text and "](paper-busbra.md)" not in text

@@ -308,8 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         suite = load_suite(name, scale=args.scale)
         found = ResultStore(args.results, suite.name).read_all()
         ok = sum(r.get("status") == "ok" for r in found)
-        coverage.append([f"[{suite.name}]({suite.name}.md)", str(len(expand_cells(suite, registry))), str(ok),
-                         str(len(found) - ok)])
+        # Link only tables that exist: a suite not run yet has none.
+        table = Path(args.leaderboards) / f"{suite.name}.md"
+        shown = f"[{suite.name}]({suite.name}.md)" if found and table.is_file() else f"{suite.name} (not run)"
+        coverage.append([shown, str(len(expand_cells(suite, registry))), str(ok), str(len(found) - ok)])
         records += found
         if name == "paper":
             notes = suite.notes
