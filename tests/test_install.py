@@ -136,3 +136,16 @@ def test_options_added_on_first_use_are_parsed():
         "resnet50", ["busi"], 3, 1e-4, "loss", True)
     site = build_parser().parse_args(["site", "--figure-format", "webp"])
     assert (site.figure_format, site.title) == ("webp", "robustbench_us leaderboard")
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """`robustbench-us list attacks | head -1`: no BrokenPipeError traceback when the reader stops early."""
+    script = ("import subprocess, sys\n"
+              "p = subprocess.Popen([sys.executable, '-m', 'robustbench_us', 'list', 'attacks'], "
+              "stdout=subprocess.PIPE, stderr=subprocess.PIPE)\n"
+              "p.stdout.close()\n"  # gone before the command has written anything: every write hits EPIPE
+              "err = p.stderr.read().decode(); p.wait()\n"
+              "print(repr(err)); sys.exit(p.returncode)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in out.stdout and "BrokenPipeError" not in out.stdout, out.stdout
+    assert out.returncode in (0, 141), out.stdout + out.stderr

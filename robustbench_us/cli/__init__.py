@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -104,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: every finished cell is saved; run the same command again to resume.",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`robustbench-us list attacks | head`): stop quietly, as Unix tools do.
+        # Point stdout at devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     finally:
         signal.signal(signal.SIGTERM, previous)
 
