@@ -12,7 +12,7 @@ Each ``check_*`` runs every check of its kind on a tiny seeded model and batch
 (an ``AssertionError``, so pytest shows it as a plain test failure) listing each one
 with the fix; on success it returns a :class:`ConformanceReport` naming what was checked.
 
-What is checked (the contracts of ../shared/DESIGN.md and ``robustbench_us.hookspecs``):
+What is checked (the contracts of docs/plugins.md and ``robustbench_us.hookspecs``):
 
 attacks
     the object declares ``norm``, ``eps`` (the ε it was built with) and ``target``;

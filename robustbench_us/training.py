@@ -1,6 +1,6 @@
 """Train a model on one or more datasets with the study's recipe, early-stopped on validation.
 
-The recipe (Rasaee & Rivaz 2021, see ../shared/DESIGN.md): Adam, cross-entropy on the
+The recipe (Rasaee & Rivaz 2021, see docs/reproducing-the-study.md): Adam, cross-entropy on the
 2-way head; the multi-task model adds a lesion-segmentation loss. The paper's text
 states the optimiser, the loss, the augmentation and the 70/10/20 split; where it is
 silent (learning rate, batch size, epochs, the segmentation loss and its weight,

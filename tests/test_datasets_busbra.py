@@ -87,7 +87,7 @@ def test_missing_root(tmp_path):
         make_busbra(root=str(tmp_path))
 
 
-# ------------------------------------------------------------ the real download (../shared/data)
+# ------------------------------------------------------------ the real download ($ROBUSTBENCH_US_DATA)
 @pytest.fixture(scope="module")
 def busbra(data_root):
     return make_busbra(root=str(data_root), image_size=32)

@@ -70,7 +70,7 @@ def test_missing_data_says_where_it_looked(tmp_path, monkeypatch):
         make_busi(root=str(tmp_path), task="4class")
 
 
-# ------------------------------------------------------------ the real download (../shared/data)
+# ------------------------------------------------------------ the real download ($ROBUSTBENCH_US_DATA)
 @pytest.fixture(scope="module")
 def busi(data_root):
     return make_busi(root=str(data_root), image_size=64)

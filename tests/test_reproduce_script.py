@@ -68,7 +68,8 @@ def tree(tmp_path):
 
 def _environ(tree: Path, **env: str) -> dict[str, str]:
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # `python` is this Python
-    return {**os.environ, "PATH": path, "RB": str(tree / "fake-rb"), "JOBS": "3", **env}
+    data = {"ROBUSTBENCH_US_DATA": str(tree / "data")}  # the stand-in command reads nothing from it
+    return {**os.environ, **data, "PATH": path, "RB": str(tree / "fake-rb"), "JOBS": "3", **env}
 
 
 def _run(tree: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -325,3 +326,12 @@ def test_a_deadline_that_is_not_a_number_of_seconds_is_refused(tree, args, env, 
     done = _run(tree, *args, STEPS="train", **env)
     assert done.returncode == 2 and message in done.stderr
     assert not (tree / "calls.log").exists()  # refused before anything started
+
+
+def test_without_data_every_step_but_publish_is_refused_before_it_starts(tree):
+    done = _run(tree, STEPS="train", ROBUSTBENCH_US_DATA="", ROBUSTBENCH_US_DATA_PACKS="")
+    assert done.returncode == 2
+    assert "no data. Set ROBUSTBENCH_US_DATA to the folder holding busi/ and busbra/" in done.stderr
+    assert not (tree / "calls.log").exists()
+    packs = _run(tree, STEPS="train", ROBUSTBENCH_US_DATA="", ROBUSTBENCH_US_DATA_PACKS=str(tree / "packs"))
+    assert packs.returncode == 0, packs.stderr  # packs alone are enough

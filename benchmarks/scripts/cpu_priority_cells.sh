@@ -1,30 +1,29 @@
 #!/usr/bin/env bash
-# The reduced CPU run as it was actually done: the paper suites' cells at --scale cpu, most
-# informative first, in parallel lanes (one per model; the runner locks per dataset × model).
-# Each lane is a sequence of `run_cells.py` calls; whatever finishes is a record identical to
-# what `robustbench-us run <suite> --scale cpu` writes, and a later `run` skips it.
+# The reduced CPU grid (`--scale cpu`) in parallel lanes, most informative cells first: on a
+# machine too slow for a whole suite in one sitting, the cells that answer the study's questions
+# are measured first. One lane per model and suite (the runner locks per dataset × model); each
+# lane is a sequence of `run_cells.py` calls, and every finished cell is the record
+# `robustbench-us run <suite> --scale cpu` would write, so a later `run` skips it.
 #
 #   benchmarks/scripts/cpu_priority_cells.sh            # start every lane in the background
 #   LANES="paper-resnet50 maps-resnet50" benchmarks/scripts/cpu_priority_cells.sh
 #
-# Logs: results/logs/cpu-<lane>.log. Needs the checkpoints of reproduce_paper.sh --scale cpu (STEPS=train).
+# Needs ROBUSTBENCH_US_DATA (or ROBUSTBENCH_US_DATA_PACKS) and the checkpoints of
+# `STEPS=train benchmarks/scripts/reproduce_paper.sh --scale cpu`. Logs: results/logs/cpu-<lane>.log.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export ROBUSTBENCH_US_DATA="${ROBUSTBENCH_US_DATA:-../shared/data}"
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # many lanes at one thread each share a loaded machine better
+if [[ -z "${ROBUSTBENCH_US_DATA:-}${ROBUSTBENCH_US_DATA_PACKS:-}" ]]; then
+  echo "cpu_priority_cells.sh: no data. Set ROBUSTBENCH_US_DATA to the folder holding busi/ and busbra/," \
+    "or ROBUSTBENCH_US_DATA_PACKS to a folder of packs." >&2
+  exit 2
+fi
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # many lanes at one thread each share the cores better
 PY="${PY:-.venv/bin/python}"
-cells() {  # retried: a shared working tree can be mid-edit for a moment (an import error)
-  local try
-  for try in 1 2 3; do
-    nice -n 5 "$PY" benchmarks/scripts/run_cells.py "$@" --scale cpu && return 0
-    sleep 20
-  done
-  return 1
-}
+cells() { nice -n 5 "$PY" benchmarks/scripts/run_cells.py "$@" --scale cpu; }
 
 lane_paper() {  # label attacks: the study's budget first, then the sweep outward
   local model=$1
-  for eps in 1 4 8 2 0.5; do
+  for eps in 1 4 8 2; do
     cells paper --model "$model" --attack ifgsm --attack random-sign --attack fgsm --attack pgd --eps-grey "$eps"
   done
 }

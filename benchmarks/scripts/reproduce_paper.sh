@@ -7,8 +7,10 @@
 #   benchmarks/scripts/reproduce_paper.sh --deadline 3600 # stop cleanly after an hour; rerun to go on
 #
 # Options (environment):
-#   ROBUSTBENCH_US_DATA  folder holding busi/ and busbra/ (default ../shared/data)
-#   ROBUSTBENCH_US_DATA_PACKS  read the datasets from packs instead (robustbench-us data pack; docs/datasets.md)
+#   ROBUSTBENCH_US_DATA  folder holding busi/ and busbra/ as downloaded (docs/datasets.md); needed by every
+#                        step but publish, unless ROBUSTBENCH_US_DATA_PACKS is set
+#   ROBUSTBENCH_US_DATA_PACKS  read the datasets from packs instead (robustbench-us data pack; docs/datasets.md):
+#                        how to carry the data to a GPU machine or cluster node that lacks the files
 #   SEEDS                training seeds (default "0 1 2"; seed 0 is the one the suites evaluate)
 #   STEPS                which steps to run, any of: train pretrain suites publish joint control
 #                        (default: the first four). `pretrain` runs the paper-busbra-native suite, whose
@@ -65,11 +67,15 @@ for value in "${deadline:-1}" "$GRACE"; do
 done
 
 cd "$(dirname "$0")/../.."
-export ROBUSTBENCH_US_DATA="${ROBUSTBENCH_US_DATA:-../shared/data}"
 RB="${RB:-$( [[ -x .venv/bin/robustbench-us ]] && echo .venv/bin/robustbench-us || echo robustbench-us )}"
 SEEDS="${SEEDS:-0 1 2}"
 STEPS="${STEPS:-train pretrain suites publish}"
 JOBS="${JOBS:-1}"
+if [[ -z "${ROBUSTBENCH_US_DATA:-}${ROBUSTBENCH_US_DATA_PACKS:-}" && "$STEPS" != publish ]]; then
+  echo "reproduce_paper.sh: no data. Set ROBUSTBENCH_US_DATA to the folder holding busi/ and busbra/, or" \
+    "ROBUSTBENCH_US_DATA_PACKS to a folder of packs (robustbench-us data pack; docs/datasets.md)." >&2
+  exit 2
+fi
 
 # Training recipe per scale. Full scale is the project's defaults (the study's recipe:
 # Adam, cross-entropy + Dice/BCE for the mask head, flips/±5°/10 % shifts after splitting).
@@ -259,7 +265,7 @@ suite_step() {  # suite_step SUITE: the suites step's job for SUITE, unless SUIT
   if contains "$1" "${run_suites[@]}"; then suite_job "$1"; else echo "skip suite $1 (not in SUITES)"; fi
 }
 
-# Toward the AUC ≥ 0.93 target with public ultrasound only (no ImageNet here): the
+# Toward the AUC ≥ 0.93 target with public ultrasound only (no ImageNet weights): the
 # paper-busbra-native suite trains resnet50-mtl on BUS-BRA's official folds 2–5 (fold 1, its
 # test fold, stays unseen) and evaluates it; that model is then fine-tuned on BUSI per seed.
 finetune() {  # finetune SEED (after paper-busbra-native has trained its model)
