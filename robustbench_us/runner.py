@@ -431,16 +431,16 @@ class SuiteRunner:
 
     def _model_failure(self, entry: ModelEntry, where: str, exc: BaseException) -> str:
         """A failed cell's error text when its model failed, naming the model and its plugin."""
-        plugin = self.registry.get(Kind.MODEL, entry.name).plugin
-        detail = f"model {entry.key!r} (plugin {plugin!r}) failed {where}: " + _describe_failure(exc, plugin)
-        logger.error("cells of model %r failed: %s", entry.key, detail.splitlines()[0])
-        return detail
+        return self._group_failure(Kind.MODEL, entry.name, entry.key, where, exc)
 
     def _dataset_failure(self, entry: DatasetEntry, where: str, exc: BaseException) -> str:
         """A failed cell's error text when its dataset failed, naming the dataset and its plugin."""
-        plugin = self.registry.get(Kind.DATASET, entry.name).plugin
-        detail = f"dataset {entry.name!r} (plugin {plugin!r}) failed {where}: " + _describe_failure(exc, plugin)
-        logger.error("cells of dataset %r failed: %s", entry.name, detail.splitlines()[0])
+        return self._group_failure(Kind.DATASET, entry.name, entry.name, where, exc)
+
+    def _group_failure(self, kind: Kind, name: str, shown: str, where: str, exc: BaseException) -> str:
+        plugin = self.registry.get(kind, name).plugin
+        detail = f"{kind} {shown!r} (plugin {plugin!r}) failed {where}: " + _describe_failure(exc, plugin)
+        logger.error("cells of %s %r failed: %s", kind, shown, detail.splitlines()[0])
         return detail
 
     def plugin_versions(self, cell: Cell) -> dict[str, dict[str, str | None]]:
@@ -501,13 +501,15 @@ class SuiteRunner:
 
     def _unfinished(self, cell: Cell, versions: dict[str, dict[str, str | None]]) -> bool:
         """Whether ``cell`` must be measured; a final record made with other plugin versions is moved aside."""
-        changed = self.store.changed_plugins(cell.cell_id, versions)
+        changed = self.store.changed_plugins(cell.cell_id, versions)  # one read of the record
+        if changed is None:  # no ok or invalid record
+            return True
         if changed:
             moved = self.store.supersede(cell.cell_id)
             logger.warning("cell %s was measured with other plugin code (%s); measuring it again (the old record "
                            "is kept as %s)", cell.cell_id, "; ".join(changed), moved)
             return True
-        return not self.store.is_finished(cell.cell_id, versions)
+        return False
 
     def _check_same_inputs(self, d: DatasetEntry, m: ModelEntry, done: list[Cell], current: dict[str, Any]) -> None:
         """Refuse to add cells measured on other data or other weights to a group's finished ones.
@@ -623,10 +625,10 @@ class SuiteRunner:
             for cell in cells:
                 self._write(cell, Status.INVALID, {}, timing_base, provenance, summary, error=reason)
             return
-        rounding: dict[str, float] = {}
+        pred_unrounded = None
         try:
             if self.suite.quantize == "uint8":
-                x_adv, rounding = self._round_adversarial(model, ev, x_adv)
+                x_adv, pred_unrounded = self._round_adversarial(model, x_adv)
             per_explainer, seconds, adv = self.measure(model, ev, x_adv, [c.explainer.key for c in cells])
         except (Exception, CellTimeout) as exc:  # noqa: BLE001 - explainer failures stay inside measure
             detail = self._model_failure(cells[0].model, f"on the adversarial images of attack "
@@ -634,6 +636,11 @@ class SuiteRunner:
             for cell in cells:
                 self._write(cell, Status.FAILED, {}, timing_base, provenance, summary, error=detail)
             return
+        rounding: dict[str, float] = {}
+        if pred_unrounded is not None:  # measure() has the rounded images' logits
+            from robustbench_us import metrics
+
+            rounding = metrics.rounding_metrics(ev.logits.argmax(1), pred_unrounded, adv["logits_adv"].argmax(1))
         for cell in cells:
             key = cell.explainer.key
             result = per_explainer[key]
@@ -647,9 +654,8 @@ class SuiteRunner:
             self._write(cell, Status.OK, result, timing, provenance, summary, figures=figures,
                         per_image=adv["per_image"][key])
 
-    def _round_adversarial(self, model: nn.Module, ev: _Evaluation,
-                           x_adv: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """The adversarial images on the 8-bit grid, and how many of the attack's flips survived rounding.
+    def _round_adversarial(self, model: nn.Module, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The adversarial images on the 8-bit grid, and the model's predictions on them before rounding.
 
         The clean images are on the grid already and every L∞ budget is whole grey levels
         (checked when the suite is read), so rounding never leaves the ε-ball.
@@ -658,12 +664,7 @@ class SuiteRunner:
                 torch.no_grad():
             logits_raw = self.batches.run(lambda s: model(x_adv[s]), len(x_adv))
         _require_finite(logits_raw, "the model's logits on the unrounded adversarial images")
-        x_q = quantize_uint8(x_adv)
-        with time_limit(self.cell_timeout, "the model's forward on the rounded adversarial images"), torch.no_grad():
-            logits_q = self.batches.run(lambda s: model(x_q[s]), len(x_q))
-        from robustbench_us import metrics
-
-        return x_q, metrics.rounding_metrics(ev.logits.argmax(1), logits_raw.argmax(1), logits_q.argmax(1))
+        return quantize_uint8(x_adv), logits_raw.argmax(1)
 
     def _figures(self, cell: Cell, ev: _Evaluation, x_adv: torch.Tensor, adv: dict[str, Any]) -> list[str]:
         """The study's panels for this cell (label kept & map moved; label flipped), relative to the suite folder."""

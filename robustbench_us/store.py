@@ -131,10 +131,12 @@ class ResultStore:
         data = self._final(cell_id)
         return data is not None and not changed_plugins(data, plugin_versions or {})
 
-    def changed_plugins(self, cell_id: str, plugin_versions: Mapping[str, Mapping[str, Any]]) -> list[str]:
-        """How the plugins of the cell's final record differ from ``plugin_versions``; empty when they do not."""
+    def changed_plugins(self, cell_id: str,
+                        plugin_versions: Mapping[str, Mapping[str, Any]]) -> list[str] | None:
+        """How the plugins of the cell's final record differ from ``plugin_versions`` (empty when they do not);
+        None when the cell has no final record (it is not finished)."""
         data = self._final(cell_id)
-        return changed_plugins(data, plugin_versions) if data is not None else []
+        return changed_plugins(data, plugin_versions) if data is not None else None
 
     def supersede(self, cell_id: str) -> Path:
         """Move the cell's record to ``records/superseded/`` (kept, no longer read); returns where it went."""

@@ -124,3 +124,24 @@ def test_gradient_passes_are_exactly_what_the_grid_needs(counted_run, size):
     attack_steps = 2 * 1 + IFGSM_STEPS + 0 + len(EXPLAINERS) * 1  # fgsm ×2 ε, ifgsm, random-sign, map-nudge
     adversarial_maps = LABEL_GENERATIONS * len(EXPLAINERS) + len(EXPLAINERS) * 1
     assert passes == clean_maps + attack_steps + adversarial_maps
+
+
+def test_rounding_to_8_bits_costs_one_forward_pass_per_adversarial_set(tmp_path):
+    """quantize = "uint8": the unrounded images once (for flips_surviving_rounding), the rounded ones once."""
+    checkpoint = tmp_path / "counting"
+    save_checkpoint(CountingNet(), checkpoint, {"architecture": "counting-cnn"})
+    registry = Registry(get_plugin_manager(environ={"ROBUSTBENCH_US_PLUGINS": "gradcam,fgsm,iterative"},
+                                           extra_plugins=[("toy", toy), ("counting", CountingPlugins())]))
+    suite = parse_suite({
+        "suite": {"name": "counts-q", "seed": 2, "n_images": N_IMAGES, "batch_size": BATCH, "quantize": "uint8",
+                  "figures": False},
+        "datasets": [{"name": "toy-squares", "options": {"count": 60}}],
+        "models": [{"name": "counting-cnn", "checkpoint": f"{checkpoint}.safetensors"}],
+        "explainers": [{"name": "gradcam"}],
+        "attacks": [{"name": "fgsm", "eps_grey": [2, 4]}, {"name": "random-sign", "eps_grey": 2}],
+    }, registry=registry)
+    CALLS.clear()
+    summary = run_suite(suite, tmp_path / "results", registry=registry, progress=False)
+    assert summary.ok and len(summary.written) == 3
+    plain = [c for c in CALLS if c[0] == "forward" and not c[1]]
+    assert sum(len(c[3]) for c in plain) == N_IMAGES * (1 + 2 * 3)  # clean; per set: unrounded, rounded
