@@ -23,6 +23,10 @@ class CellTimeout(BaseException):
     """
 
 
+#: What the runner catches around plugin code: any error, and a timeout (which ``except Exception`` misses).
+PLUGIN_FAILURES: tuple[type[BaseException], ...] = (Exception, CellTimeout)
+
+
 class BatchSizer:
     """Runs ``fn`` over ``[0, n)`` in batches, halving the batch size on out-of-memory.
 

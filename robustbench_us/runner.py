@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from robustbench_us import distributed
 from robustbench_us.errors import ContractError, RecordError, RobustBenchError, StaleResultsError, SuiteError
-from robustbench_us.faults import CellTimeout, time_limit
+from robustbench_us.faults import PLUGIN_FAILURES, CellTimeout, time_limit
 from robustbench_us.plugins import Registry, default_registry
 from robustbench_us.protocols import Dataset
 from robustbench_us.records import Record, Status, base_provenance, read_record
@@ -321,7 +321,7 @@ class SuiteRunner:
                     maps[key] = run(lambda s: _explain(explainer, model, x[s], pred[s], what, "on clean images"),
                                     len(x))
                 _check_maps(maps[key], what, "on clean images")
-            except (Exception, CellTimeout) as exc:  # noqa: BLE001 - recorded in each of this explainer's cells
+            except PLUGIN_FAILURES as exc:  # noqa: BLE001 - recorded in each of this explainer's cells
                 maps.pop(key, None)
                 errors[key] = _describe_failure(exc, self._plugin(key))
         return _Evaluation(ids, x, y, masks, logits, seg, maps, explainers, time.perf_counter() - start, errors)
@@ -415,7 +415,7 @@ class SuiteRunner:
                 per_explainer[name] = common | metrics.explanation_metrics(
                     ev.maps[name], maps_adv[name], flipped, masks=ev.masks, per_image=moved,
                     correct=pred_clean == ev.y)
-            except (Exception, CellTimeout) as exc:  # noqa: BLE001 - one explainer failing must not fail the others
+            except PLUGIN_FAILURES as exc:  # noqa: BLE001 - one explainer failing must not fail the others
                 per_explainer[name] = _describe_failure(exc, self._plugin(name))
                 maps_adv.pop(name, None)
                 continue
@@ -547,7 +547,7 @@ class SuiteRunner:
             dataset = self.registry.create(Kind.DATASET, d.name, root=d.root, image_size=input_size,
                                            seed=self.suite.seed, **d.options)
             manifest = dataset.manifest_hash()
-        except (Exception, CellTimeout) as exc:  # noqa: BLE001 - a dataset plugin failed; its cells record it
+        except PLUGIN_FAILURES as exc:  # noqa: BLE001 - a dataset plugin failed; its cells record it
             self._fail_all(cells, self.provenance | {"plugins": plugins}, summary, bar,
                            self._dataset_failure(d, "to load", exc))
             return
@@ -558,7 +558,7 @@ class SuiteRunner:
         try:
             with distributed.writer_first():  # under torchrun rank 0 trains; the others load its checkpoint
                 model, model_info = self.prepare_model(m, d, dataset, input_size, manifest)
-        except (Exception, CellTimeout) as exc:  # noqa: BLE001 - a model plugin failed; its cells record it
+        except PLUGIN_FAILURES as exc:  # noqa: BLE001 - a model plugin failed; its cells record it
             self._fail_all(cells, self.provenance | group_provenance, summary, bar,
                            self._model_failure(m, "to build, load or train", exc))
             return
@@ -567,14 +567,14 @@ class SuiteRunner:
         try:
             indices = select_indices(dataset.split(d.split_seed).part(d.part), self.suite.n_images, self.suite.seed)
             ids, x, y, masks = load_images(dataset, indices)
-        except (Exception, CellTimeout) as exc:  # noqa: BLE001 - a sample the dataset cannot give
+        except PLUGIN_FAILURES as exc:  # noqa: BLE001 - a sample the dataset cannot give
             self._fail_all(cells, provenance, summary, bar, self._dataset_failure(d, "to give its images", exc))
             return
         if self.suite.quantize == "uint8":
             x = quantize_uint8(x)  # what a stored 8-bit image holds; resizing leaves values between the steps
         try:
             ev = self.clean_pass(model, ids, x, y, masks)
-        except (Exception, CellTimeout) as exc:  # noqa: BLE001 - explainer failures stay inside clean_pass
+        except PLUGIN_FAILURES as exc:  # noqa: BLE001 - explainer failures stay inside clean_pass
             self._fail_all(cells, provenance, summary, bar, self._model_failure(m, "on the clean images", exc))
             return
         by_attack: dict[tuple[int, float], list[Cell]] = {}
@@ -613,7 +613,7 @@ class SuiteRunner:
                                     "differentiable explainer (robustbench-us list explainers).")
             with time_limit(self.cell_timeout, f"attack {attack_entry.display!r} (plugin {plugin!r})"):
                 x_adv, attack_seconds, problems = self.make_adversarial(model, ev, attack_entry, eps, explainer)
-        except (Exception, CellTimeout) as exc:  # noqa: BLE001 - a plugin failed; record it, keep the run going
+        except PLUGIN_FAILURES as exc:  # noqa: BLE001 - a plugin failed; record it, keep the run going
             detail = _describe_failure(exc, plugin)
             logger.error("cell failed: %s", detail.splitlines()[0])
             for cell in cells:
@@ -630,7 +630,7 @@ class SuiteRunner:
             if self.suite.quantize == "uint8":
                 x_adv, pred_unrounded = self._round_adversarial(model, x_adv)
             per_explainer, seconds, adv = self.measure(model, ev, x_adv, [c.explainer.key for c in cells])
-        except (Exception, CellTimeout) as exc:  # noqa: BLE001 - explainer failures stay inside measure
+        except PLUGIN_FAILURES as exc:  # noqa: BLE001 - explainer failures stay inside measure
             detail = self._model_failure(cells[0].model, f"on the adversarial images of attack "
                                                          f"{attack_entry.display!r}", exc)
             for cell in cells:
