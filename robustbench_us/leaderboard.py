@@ -29,11 +29,16 @@ SORT_DESCRIPTION = ("rows sorted by dataset, model, attack, ε, explainer; "
                     "compare flip_rate (lower is more robust) and centroid_frac_kept (lower is a steadier heatmap)")
 
 
+def protocol_keys(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The protocol settings (:data:`PROTOCOL_COLUMNS`) that any of ``records`` sets, in table order."""
+    return [key for key in PROTOCOL_COLUMNS if any(key in rec["config"] for rec in records)]
+
+
 def records_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """One row per ok record: configuration columns, then metric columns (numbers, NaN where undefined)."""
     rows = []
     ok = [rec for rec in records if rec["status"] == Status.OK]
-    config_columns = CONFIG_COLUMNS + [key for key in PROTOCOL_COLUMNS if any(key in rec["config"] for rec in ok)]
+    config_columns = CONFIG_COLUMNS + protocol_keys(ok)
     for rec in ok:
         row = {key: rec["config"].get(key, PROTOCOL_COLUMNS.get(key)) for key in config_columns}
         row["cell_id"] = rec["cell_id"]

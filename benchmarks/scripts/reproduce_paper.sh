@@ -248,6 +248,10 @@ train_busi() {  # train_busi MODEL SEED
   rb -v train "$model" --dataset busi --image-size "$size" "${train_args[@]}" "${extra[@]}" \
     --seed "$seed" --split-seed 0 --out "$out" --no-progress
 }
+await_trainings() {  # await_trainings SEED...: wait for the BUSI trainings of these seeds (named as train_jobs does)
+  local seed model
+  for seed in "$@"; do for model in "${all_models[@]}"; do await "train-$(slug "$model")-s$seed"; done; done
+}
 train_jobs() {  # train_jobs SEED...: start the BUSI trainings of these seeds that have no checkpoint yet
   local seed model
   for seed in "$@"; do
@@ -294,7 +298,7 @@ first="${seeds[0]}"
 # 1. Seed-0 models (the suites evaluate them) and the BUS-BRA model, side by side.
 has train && train_jobs "$first"
 has pretrain && suite_job paper-busbra-native
-await "train-resnet50-s$first" "train-resnet50-mtl-s$first" "train-convnext_atto-s$first"
+await_trainings "$first"
 # 2. The suites on the seed-0 models; meanwhile the other seeds and the BUSI fine-tunes.
 if has suites; then suite_step paper; suite_step paper-busbra; suite_step paper-maps; fi
 if has train; then train_jobs "${seeds[@]:1}"; fi
@@ -314,7 +318,7 @@ elif has suites; then
 fi
 # 3. Seeds 1 and 2 under the study's attacks (paper-seeds names their checkpoints).
 if has suites; then
-  for seed in 1 2; do await "train-resnet50-s$seed" "train-resnet50-mtl-s$seed" "train-convnext_atto-s$seed"; done
+  await_trainings 1 2
   suite_step paper-seeds
 fi
 finish

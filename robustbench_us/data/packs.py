@@ -157,11 +157,11 @@ def read_head(path: str | Path) -> dict[str, Any]:
     return head
 
 
-# The dataset classes a pack may name, as ``module:qualname``. A pack is data from elsewhere:
+# The dataset classes a pack may name, as ``module:qualname``, beyond the FileDataset subclasses
+# already defined in this process (FileDataset itself always is). A pack is data from elsewhere:
 # its "class" field is checked against these before anything is imported, so editing it
 # cannot make this process import (and run) a module of the pack's choosing.
 BUILTIN_CLASSES: dict[str, tuple[str, str]] = {
-    "robustbench_us.data.files:FileDataset": ("robustbench_us.data.files", "FileDataset"),
     "robustbench_us_plugins.busbra:BusbraDataset": ("robustbench_us_plugins.busbra", "BusbraDataset"),
 }
 

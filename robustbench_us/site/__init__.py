@@ -33,7 +33,7 @@ import jinja2
 
 from robustbench_us.errors import RecordError, RobustBenchError
 from robustbench_us.figures import write_sweep_figures
-from robustbench_us.leaderboard import HEADLINE, PROTOCOL_COLUMNS
+from robustbench_us.leaderboard import HEADLINE, PROTOCOL_COLUMNS, protocol_keys
 from robustbench_us.metrics import METRIC_DESCRIPTIONS
 from robustbench_us.schema import validate_record
 from robustbench_us.store import left_behind, slug, temp_prefix
@@ -42,7 +42,7 @@ MARKER = ".robustbench-us-site"
 CONFIG_COLUMNS = (("dataset", "dataset"), ("model", "model"), ("explainer", "explainer"), ("attack", "attack"),
                   ("region", "region"), ("eps_grey", "ε (grey)"), ("n_images", "n"))
 # Shown when a record sets them (their defaults are left out of configurations, see the runner).
-PROTOCOL_LABELS = (("labels", "attacked label"), ("quantize", "rounding"))
+PROTOCOL_LABELS = {"labels": "attacked label", "quantize": "rounding"}
 FILTERS = (("model", "model"), ("explainer", "explainer"), ("attack", "attack"), ("eps", "ε (grey levels)"))
 LOWER_IS_BETTER = ("flip_rate", "centroid")
 
@@ -111,23 +111,17 @@ def metric_columns(records: Sequence[dict[str, Any]]) -> list[Column]:
     return columns
 
 
-def protocol_columns(records: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-    """The protocol settings (attack label, 8-bit rounding) that any of ``records`` sets, as (key, label)."""
-    return [(key, label) for key, label in PROTOCOL_LABELS if any(key in r["config"] for r in records)]
-
-
 def _row(rec: dict[str, Any], columns: list[Column], figure_links: list[tuple[str, str | None]],
-         config_columns: Sequence[tuple[str, str]] = CONFIG_COLUMNS) -> Row:
+         config_columns: Sequence[tuple[str, str]]) -> Row:
     config, metrics = rec["config"], rec["metrics"]
     cells = []
     for key, _ in config_columns:
-        value = config.get(key)
+        value = config.get(key, PROTOCOL_COLUMNS.get(key))  # a protocol setting left at its default
         if key == "eps_grey":
             cells.append(Cell(format_eps(value), "" if value is None else repr(float(value))))
         elif key == "n_images":
             cells.append(Cell("all" if value in (0, None) else str(value), str(value or 0)))
         else:
-            value = PROTOCOL_COLUMNS.get(key) if value is None and key in PROTOCOL_COLUMNS else value
             cells.append(Cell(str(value), str(value)))
     cells += [_metric_cell(metrics, c.key) for c in columns]
     filters = {"model": str(config.get("model")), "explainer": str(config.get("explainer")),
@@ -232,7 +226,7 @@ def _render_suite(env: jinja2.Environment, suite: str, records: list[dict[str, A
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     suite_results = None if results_dir is None else Path(results_dir) / suite
-    config_columns = CONFIG_COLUMNS + tuple(protocol_columns(ok))
+    config_columns = CONFIG_COLUMNS + tuple((key, PROTOCOL_LABELS[key]) for key in protocol_keys(ok))
     columns = [Column(k, label, "number" if k in ("eps_grey", "n_images") else "text") for k, label in config_columns]
     metric_cols = metric_columns(ok)
     rows = [_row(r, metric_cols, _copy_figures(r, suite_results, suite_out, figure_format, published),
