@@ -180,12 +180,14 @@ def _paired(records: list[dict[str, Any]], suite: str) -> tuple[list[Any], list[
         return None
 
 
-def _paired_section(records: list[dict[str, Any]], suffix: str) -> str:
+def _paired_section(records: list[dict[str, Any]], suffix: str,
+                    paper: tuple[list[Any], list[Any]] | None) -> str:
+    """The paired tests of ``paper`` (given: the headline computed them already) and of ``paper-maps``."""
     from robustbench_us.compare import markdown
 
     parts = []
     for suite, keep in ((f"paper{suffix}", "flips"), (f"paper-maps{suffix}", "shifts")):
-        paired = _paired(records, suite)
+        paired = paper if keep == "flips" else _paired(records, suite)
         if paired is None:
             continue
         flips, shifts = paired
@@ -329,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     if df.empty:
         out.append("\nNo records yet.\n")
     else:
-        out.append(_headline(df, _paired(records, f"paper{suffix}")))
+        paper_paired = _paired(records, f"paper{suffix}")  # bootstrap intervals: computed once, used twice
+        out.append(_headline(df, paper_paired))
         busi = df[(df.dataset == "busi") & df.attack.isin(LABEL_ATTACKS)]
         # The flip rate does not depend on the explainer (one set of adversarial images per attack × ε).
         flips = busi.sort_values("explainer").drop_duplicates(["model", "attack", "eps_grey"])
@@ -377,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                    "diagonal). Overlapping intervals mean the run cannot tell them apart.\n\n")
         out.append(_table(["attack", "ε (grey)", "explainer", "flip rate single", "flip rate multi",
                            "shift single", "shift multi"], rows) if rows else "No paired records yet.\n")
-        out.append(_paired_section(records, suffix))
+        out.append(_paired_section(records, suffix, paper_paired))
         out.append(_seeds_section(records, suffix))
 
         transfer = df[df.dataset == "busbra"].sort_values("explainer").drop_duplicates(
