@@ -265,15 +265,13 @@ class Registry:
                     continue
                 hooks_of.setdefault(name, []).append(hook_name)
                 info = base_infos.get(name)
-                if info is None or info.source != "entry-point":
-                    # A local plugin is being written: its own traceback helps more than a skip.
-                    impl.function(register=self._register_callback(kind, name, registered))
-                    continue
                 try:
                     impl.function(register=self._register_callback(kind, name, registered))
                 except DuplicateNameError:
                     raise  # two plugins disagree; neither is the broken one
                 except Exception as exc:  # noqa: BLE001 - a third-party plugin's own code failed
+                    if info is None or info.source != "entry-point":
+                        raise  # a local plugin is being written: its own traceback helps more than a skip
                     problem = f"{hook_name} failed: {type(exc).__name__}: {exc}"
                     if strict:
                         raise PluginError(f"Plugin {name!r} from distribution {info.distribution!r}: {problem}. "
