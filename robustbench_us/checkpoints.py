@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from robustbench_us.errors import CheckpointError
+from robustbench_us.store import temp_prefix
 
 CARD_FORMAT = "robustbench_us.checkpoint/1"
 WEIGHTS_SUFFIX = ".safetensors"
@@ -58,8 +59,6 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    from robustbench_us.store import temp_prefix
-
     path.parent.mkdir(parents=True, exist_ok=True)
     # Tagged with this writer, so a later run removes it if this process is killed mid-write.
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
